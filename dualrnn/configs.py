@@ -1,0 +1,199 @@
+"""Plain dataclasses for a model, its training and its evaluation. Presets live in presets.py."""
+
+from __future__ import annotations
+
+import dataclasses
+
+ARCHITECTURES = ("ers", "dual")
+DUAL_EMBEDDING = ("raw", "dropped")
+DUAL_INPUT_DROPOUT_ON = ("concat", "embedding")
+
+# Field names of the appendix's regularisers (Dual Tables 3-4) in ModelConfig.
+L2_FIELDS = ("embedding_l2", "recurrent_input_l2", "recurrent_l2", "activation_l2", "dual_l2",
+             "mogrifier_l2")
+DROPOUT_FIELDS = ("input_dropout", "recurrent_dropout", "internal_dropout", "output_dropout",
+                  "dual_input_dropout", "dual_output_dropout", "mogrifier_dropout")
+
+
+def _fail(name, value, allowed):
+    raise ValueError(f"{name}={value!r} is not allowed: {allowed}")
+
+
+def _check_int(name, value, minimum=1):
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        _fail(name, value, f"an integer >= {minimum}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """One network of the Dual paper: embedding -> recurrent module -> [dual layer] -> tied softmax.
+
+    ``recurrent_units`` has one width per recurrent layer (LSTM: one; dLSTM/mdLSTM: two, eq. 15-18
+    and 22-23); ``mogrifier_rounds > 0`` makes every layer a Mogrifier LSTM (eq. 19-21). Names of
+    the regularisers and dropouts follow appendix Tables 3-4.
+    """
+
+    architecture: str = "ers"                 # "ers" (eq. 1-3) or "dual" (eq. 4-7)
+    embedding_units: int = 600                # "Embedding units"
+    recurrent_units: tuple = (600,)           # "Recurrent units" x "LSTM layers"
+    dual_units: int | None = None             # "Dual units*"; None = embedding_units (tying)
+    mogrifier_rounds: int = 0                 # "Mogrifier deep"
+    mogrifier_rank: int = 0                   # "Mogrifier rank" (0 = full rank)
+    mogrifier_zigzag: bool = True             # False = Mogrifier paper's no-zigzag ablation
+    embedding_l2: float = 0.0                 # "Embedding L2reg" (embedding = output matrix)
+    recurrent_input_l2: float = 0.0           # "Rec. input L2reg" (LSTM kernel)
+    recurrent_l2: float = 0.0                 # "Rec. L2reg" (LSTM recurrent_kernel)
+    activation_l2: float = 0.0                # "Activation L2reg" (each recurrent layer's output)
+    dual_l2: float = 0.0                      # "Dual L2reg*"
+    mogrifier_l2: float = 0.0                 # "Mogrifier L2reg"
+    input_dropout: float = 0.0                # "Rec. input Drop." (before the first layer)
+    recurrent_dropout: float = 0.0            # "Rec. Drop." (on h_{t-1}, Keras recurrent_dropout)
+    internal_dropout: float = 0.0             # "Rec. internal Drop." (between layers)
+    output_dropout: float = 0.0               # "Rec. output Drop." (after the last layer)
+    dual_input_dropout: float = 0.0           # "Dual input Drop.*"
+    dual_output_dropout: float = 0.0          # "Dual output Drop.*"
+    mogrifier_dropout: float = 0.0            # "Mogrifier Drop."
+    dual_embedding: str = "raw"               # e_t fed to the dual layer: "raw" or "dropped"
+    dual_input_dropout_on: str = "concat"     # what "Dual input Drop." drops: [e, h] or e only
+    temperature: float = 1.0                  # softmax temperature of the tied output
+
+    def __post_init__(self):
+        object.__setattr__(self, "recurrent_units", tuple(self.recurrent_units))
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.recurrent_units)
+
+    @property
+    def recurrent(self) -> str:
+        """The paper's name of the recurrent module: lstm, dlstm, mdlstm (or deeper variants)."""
+        prefix = "m" if self.mogrifier_rounds else ""
+        depth = {1: "", 2: "d"}.get(self.num_layers, f"{self.num_layers}x")
+        return f"{prefix}{depth}lstm" if prefix or depth else "lstm"
+
+    @property
+    def output_units(self) -> int:
+        """Width of the representation fed to the tied softmax."""
+        if self.architecture == "dual":
+            return self.dual_units if self.dual_units is not None else self.embedding_units
+        return self.recurrent_units[-1]
+
+    def validate(self) -> "ModelConfig":
+        if self.architecture not in ARCHITECTURES:
+            _fail("architecture", self.architecture, f"one of {ARCHITECTURES}")
+        _check_int("embedding_units", self.embedding_units)
+        if not self.recurrent_units:
+            _fail("recurrent_units", self.recurrent_units, "at least one layer width")
+        for u in self.recurrent_units:
+            _check_int("recurrent_units", u)
+        if self.dual_units is not None:
+            _check_int("dual_units", self.dual_units)
+        _check_int("mogrifier_rounds", self.mogrifier_rounds, 0)
+        _check_int("mogrifier_rank", self.mogrifier_rank, 0)
+        inputs = (self.embedding_units,) + self.recurrent_units[:-1]
+        if self.mogrifier_rounds:
+            for m, n in zip(inputs, self.recurrent_units):
+                if self.mogrifier_rank > min(m, n):
+                    _fail("mogrifier_rank", self.mogrifier_rank,
+                          f"at most min(input, units) = {min(m, n)} of every layer (0 = full rank)")
+        for f in L2_FIELDS:
+            v = getattr(self, f)
+            if not isinstance(v, (int, float)) or not v >= 0:
+                _fail(f, v, "a non-negative number")
+        for f in DROPOUT_FIELDS:
+            v = getattr(self, f)
+            if not isinstance(v, (int, float)) or not 0 <= v < 1:
+                _fail(f, v, "a rate in [0, 1)")
+        if self.dual_embedding not in DUAL_EMBEDDING:
+            _fail("dual_embedding", self.dual_embedding, f"one of {DUAL_EMBEDDING}")
+        if self.dual_input_dropout_on not in DUAL_INPUT_DROPOUT_ON:
+            _fail("dual_input_dropout_on", self.dual_input_dropout_on,
+                  f"one of {DUAL_INPUT_DROPOUT_ON}")
+        if not isinstance(self.temperature, (int, float)) or not self.temperature > 0:
+            _fail("temperature", self.temperature, "a positive number")
+        if self.output_units != self.embedding_units:
+            what = "dual_units" if self.architecture == "dual" else "the last recurrent_units"
+            _fail(what, self.output_units,
+                  f"equal to embedding_units={self.embedding_units} (weight tying, Dual sec. 3.2)")
+        return self
+
+    def replace(self, **changes) -> "ModelConfig":
+        return dataclasses.replace(self, **changes).validate()
+
+    def without_regularization(self) -> "ModelConfig":
+        """The same network with every L2 and dropout off (for evaluation and dynamic evaluation)."""
+        return self.replace(**{f: 0.0 for f in L2_FIELDS + DROPOUT_FIELDS})
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["recurrent_units"] = list(self.recurrent_units)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields {unknown}; allowed: {sorted(names)}")
+        return cls(**d).validate()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Training (Dual sec. 3.2): Nadam over ``batch_size`` streams, windows of ``seq_len``."""
+
+    epochs: int = 100
+    batch_size: int = 32
+    seq_len: int = 25
+    learning_rate: float = 1e-3
+    beta_1: float = 0.9
+    clipnorm: float | None = None     # per-variable gradient-norm clipping (Keras's clipnorm)
+    max_tokens: int | None = None     # truncate the training split (smoke scale)
+    seed: int = 0
+
+    def validate(self) -> "TrainConfig":
+        _check_int("epochs", self.epochs)
+        _check_int("batch_size", self.batch_size)
+        _check_int("seq_len", self.seq_len)
+        _check_int("seed", self.seed, 0)
+        if not isinstance(self.learning_rate, (int, float)) or not self.learning_rate > 0:
+            _fail("learning_rate", self.learning_rate, "a positive number")
+        if not 0 <= self.beta_1 < 1:
+            _fail("beta_1", self.beta_1, "a number in [0, 1)")
+        if self.clipnorm is not None and not self.clipnorm > 0:
+            _fail("clipnorm", self.clipnorm, "None or a positive number")
+        if self.max_tokens is not None:
+            _check_int("max_tokens", self.max_tokens, 2)
+        return self
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes).validate()
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation (Dual sec. 4.2) and dynamic evaluation (Krause et al. 2018)."""
+
+    batch_size: int = 32
+    seq_len: int = 25
+    temperature: float = 1.0
+    seq_len_range: tuple = (5, 70)             # searched on validation data (Dual sec. 4.2)
+    temperature_range: tuple = (0.9, 1.3)
+    max_tokens: int | None = None              # truncate valid/test (smoke scale)
+    dyneval_lr: float = 1e-4                   # "Learning rate eval", [1e-6, 1e-3]
+    dyneval_seq_len: int = 25                  # "Seq len eval", [5, 50]
+    dyneval_clipnorm: float = 0.5              # "Clipnorm eval", [0, 1]; 0 = no clipping
+    dyneval_beta_1: float = 0.9                # Nadam beta_1; the paper also tries 0 (sec. 4.2)
+    dyneval_batch_size: int = 32
+
+    def validate(self) -> "EvalConfig":
+        for f in ("batch_size", "seq_len", "dyneval_seq_len", "dyneval_batch_size"):
+            _check_int(f, getattr(self, f))
+        if not self.temperature > 0:
+            _fail("temperature", self.temperature, "a positive number")
+        if self.max_tokens is not None:
+            _check_int("max_tokens", self.max_tokens, 2)
+        return self
+
+    def replace(self, **changes) -> "EvalConfig":
+        return dataclasses.replace(self, **changes).validate()

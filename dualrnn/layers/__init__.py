@@ -1,0 +1,7 @@
+"""Keras layers of the Dual paper and the systems it builds on (all Keras-serializable)."""
+
+from dualrnn.layers.dual import DualHead
+from dualrnn.layers.mogrifier import MogrifierLSTMCell
+from dualrnn.layers.output import TiedEmbedding
+
+__all__ = ["DualHead", "MogrifierLSTMCell", "TiedEmbedding"]

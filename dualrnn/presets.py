@@ -1,0 +1,138 @@
+"""Every configuration the papers name, in one place, and the scales an experiment runs at.
+
+The Dual paper gives the sizes of each Table 1 row (recoverable exactly from its parameter
+counts) and one complete configuration, the Table 2 Dual mdLSTM (sec. 4.2). It does not list the
+tuned hyperparameters of the Table 1 rows, so until the tuner supplies tuned ones every Table 1
+row uses the same *chosen* values, taken from the only configuration the paper publishes
+(``TABLE2_REGULARIZATION``): one uniform setting, not tuned towards either architecture. ERS
+hyperparameters are transferred unchanged to the Dual rows, which add the Dual-only ones (*).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from dualrnn.configs import EvalConfig, ModelConfig, TrainConfig
+
+DATASETS = ("ptb", "wikitext-2")
+TABLE1_NAMES = ("lstm", "dual_lstm", "dlstm", "dual_dlstm", "mdlstm", "dual_mdlstm")
+SCALES = ("smoke", "small", "full")
+
+# Sizes of the Table 1 rows: (embedding, recurrent widths). The counts of Table 1 fix them.
+TABLE1_SIZES = {
+    "ptb": {"lstm": (600, (600,)), "dlstm": (400, (1150, 400)), "mdlstm": (850, (850, 850))},
+    "wikitext-2": {"lstm": (600, (600,)), "dlstm": (600, (1150, 600)),
+                   "mdlstm": (850, (850, 850))},
+}
+MOGRIFIER = dict(mogrifier_rounds=4, mogrifier_rank=100)           # Dual sec. 4.2, Table 1 counts
+
+# Dual sec. 4.2 (Table 2): "input, recurrent, internal, and output dropout rates are all set to
+# 0.5, the dual input and output dropout rates are set to 0.5 and 0.4, respectively, and the
+# mogrifier dropout rate is set to 0.15. Both the embedding and the dual L2 regularization
+# parameters are set to 1e-5 ... All the remaining hyperparameters are set to 0."
+TABLE2_REGULARIZATION = dict(input_dropout=0.5, recurrent_dropout=0.5, internal_dropout=0.5,
+                             output_dropout=0.5, embedding_l2=1e-5)
+TABLE2_DUAL_ONLY = dict(dual_input_dropout=0.5, dual_output_dropout=0.4, dual_l2=1e-5)
+TABLE2_MOGRIFIER_DROPOUT = 0.15
+
+# Sec. 3.2: batch 32 (PTB) / 128 (WT2), window 25, 100 epochs (Table 1) or 300 (Table 2), Nadam.
+BATCH_SIZE = {"ptb": 32, "wikitext-2": 128}
+SEQ_LEN = 25
+# Chosen (not given by the paper): Nadam's learning rate, the top of Table 3's range [1e-6, 1e-3]
+# and Keras's default; and the dynamic-evaluation defaults (searched by experiments/table2.py).
+LEARNING_RATE = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A named experiment: the model, how it is trained and evaluated, and what was changed."""
+
+    name: str
+    dataset: str
+    model: ModelConfig
+    train: TrainConfig
+    eval: EvalConfig
+    scale: str = "full"
+    departures: tuple = ()        # human-readable list of departures from the paper's setting
+
+    def replace(self, **changes) -> "Preset":
+        return dataclasses.replace(self, **changes)
+
+
+def _check(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not one of {tuple(allowed)}")
+
+
+def table1(name: str, dataset: str = "ptb", scale: str = "full") -> Preset:
+    """A Table 1 row: ``lstm, dual_lstm, dlstm, dual_dlstm, mdlstm, dual_mdlstm`` on a dataset."""
+    _check("name", name, TABLE1_NAMES)
+    _check("dataset", dataset, DATASETS)
+    _check("scale", scale, SCALES)
+    dual = name.startswith("dual_")
+    recurrent = name.removeprefix("dual_")
+    emb, units = TABLE1_SIZES[dataset][recurrent]
+    fields = dict(TABLE2_REGULARIZATION, embedding_units=emb, recurrent_units=units,
+                  architecture="dual" if dual else "ers")
+    if len(units) == 1:
+        fields["internal_dropout"] = 0.0                      # no layer in between
+    if recurrent == "mdlstm":
+        fields.update(MOGRIFIER, mogrifier_dropout=TABLE2_MOGRIFIER_DROPOUT)
+    if dual:
+        fields.update(TABLE2_DUAL_ONLY)
+    preset = Preset(
+        name=name, dataset=dataset, model=ModelConfig(**fields).validate(),
+        train=TrainConfig(epochs=100, batch_size=BATCH_SIZE[dataset], seq_len=SEQ_LEN,
+                          learning_rate=LEARNING_RATE).validate(),
+        eval=EvalConfig(batch_size=BATCH_SIZE[dataset], seq_len=SEQ_LEN,
+                        dyneval_batch_size=BATCH_SIZE[dataset]).validate())
+    return at_scale(preset, scale)
+
+
+def table2(scale: str = "full") -> Preset:
+    """The best Dual mdLSTM of sec. 4.2 (PTB): 850 everywhere, 4 rounds, rank 100, 300 epochs."""
+    _check("scale", scale, SCALES)
+    model = ModelConfig(architecture="dual", embedding_units=850, recurrent_units=(850, 850),
+                        dual_units=850, mogrifier_dropout=TABLE2_MOGRIFIER_DROPOUT,
+                        **MOGRIFIER, **TABLE2_REGULARIZATION, **TABLE2_DUAL_ONLY).validate()
+    preset = Preset(name="dual_mdlstm", dataset="ptb", model=model,
+                    train=TrainConfig(epochs=300, batch_size=32, seq_len=SEQ_LEN,
+                                      learning_rate=LEARNING_RATE).validate(),
+                    eval=EvalConfig(batch_size=32, seq_len=SEQ_LEN).validate())
+    return at_scale(preset, scale)
+
+
+# What each scale changes. "full" is the paper's setting unchanged (for a GPU).
+SMOKE = dict(train_tokens=20_000, eval_tokens=4_000, epochs=1, batch_size=8, width=32,
+             mogrifier_rank=8)
+SMALL_EPOCHS = {"ptb": 3, "wikitext-2": 1}
+
+
+def at_scale(preset: Preset, scale: str) -> Preset:
+    """``preset`` at ``smoke`` (tiny widths, truncated corpora, 1 epoch; minutes on 2 CPU cores),
+    ``small`` (real corpora and the paper's widths and regularisation, few epochs, for CPU) or
+    ``full`` (unchanged). Every change is listed in ``Preset.departures``."""
+    _check("scale", scale, SCALES)
+    if scale == "full":
+        return preset.replace(scale="full")
+    if scale == "small":
+        epochs = min(preset.train.epochs, SMALL_EPOCHS[preset.dataset])
+        return preset.replace(
+            scale="small", train=preset.train.replace(epochs=epochs),
+            departures=preset.departures + (f"epochs {preset.train.epochs} -> {epochs}",))
+    s = SMOKE
+    m = preset.model
+    ratio = [u / m.embedding_units for u in m.recurrent_units]
+    units = tuple(max(8, round(s["width"] * r)) for r in ratio[:-1]) + (s["width"],)
+    model = m.replace(embedding_units=s["width"], recurrent_units=units,
+                      dual_units=s["width"] if m.dual_units is not None else None,
+                      mogrifier_rank=min(m.mogrifier_rank, s["mogrifier_rank"]))
+    train = preset.train.replace(epochs=s["epochs"], batch_size=s["batch_size"],
+                                 max_tokens=s["train_tokens"])
+    ev = preset.eval.replace(batch_size=s["batch_size"], dyneval_batch_size=s["batch_size"],
+                             max_tokens=s["eval_tokens"])
+    return preset.replace(scale="smoke", model=model, train=train, eval=ev, departures=(
+        f"widths {m.embedding_units}/{list(m.recurrent_units)} -> {s['width']}/{list(units)}",
+        f"train split truncated to {s['train_tokens']} tokens, valid/test to {s['eval_tokens']}",
+        f"epochs {preset.train.epochs} -> {s['epochs']}",
+        f"batch {preset.train.batch_size} -> {s['batch_size']}"))

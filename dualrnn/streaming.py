@@ -1,0 +1,131 @@
+"""Stateful streaming over parallel token streams, shared by training, evaluation and dyneval.
+
+``StreamingLM`` wraps a ``LanguageModel`` (sharing its layers and weights) for a fixed number of
+parallel streams and carries the recurrent state from one window to the next in its own
+non-trainable variables, so Keras's compiled ``fit``/``evaluate`` loops carry it too, on the
+TensorFlow and the JAX backend alike. Each window comes with a per-stream ``reset`` flag: 1 starts
+that stream from the zero state (the first window of an epoch or of an evaluation).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from dualrnn.data import windows
+
+
+@keras.saving.register_keras_serializable(package="dualrnn")
+class TokenNLL(keras.metrics.Metric):
+    """Mean negative log-likelihood per target token (nats), summed exactly over all windows."""
+
+    def __init__(self, name="nll", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        nll = keras.losses.sparse_categorical_crossentropy(y_true, ops.cast(y_pred, "float32"),
+                                                           from_logits=True)
+        self.total.assign_add(ops.sum(nll))
+        self.count.assign_add(ops.cast(ops.size(nll), "float32"))
+
+    def result(self):
+        return ops.divide_no_nan(self.total, self.count)
+
+    def reset_state(self):
+        self.total.assign(0.0)
+        self.count.assign(0.0)
+
+
+def jit_compile_default():
+    """XLA on JAX (its only compiled mode); tf.function without XLA on TensorFlow, which measured
+    faster for these recurrent loops on CPU."""
+    return keras.backend.backend() == "jax"
+
+
+class StreamingLM(keras.Model):
+    """``((ids, reset), targets)`` windows -> logits / temperature, with the state carried over.
+
+    ``regularize=False`` leaves the L2 and activation penalties out of the loss and
+    ``dropout=False`` runs the base model in inference mode even in a training step (dynamic
+    evaluation trains on the pure log-likelihood, with dropout off).
+    """
+
+    def __init__(self, base, batch_size, temperature=1.0, regularize=True, dropout=True, **kw):
+        super().__init__(**kw)
+        if not temperature > 0:
+            raise ValueError(f"temperature={temperature!r} must be positive")
+        self.base = base
+        self.batch_size = batch_size
+        self.temperature = float(temperature)
+        self.regularize = regularize
+        self.use_dropout = dropout
+        self.carry = [self.add_weight(shape=s, initializer="zeros", trainable=False,
+                                      name=f"carry_{i}")
+                      for i, s in enumerate(base.state_shapes(batch_size))]
+
+    def call(self, inputs, training=False):
+        ids, reset = inputs
+        keep = 1.0 - ops.expand_dims(ops.cast(reset, "float32"), -1)
+        states = [ops.cast(v, "float32") * keep for v in self.carry]
+        logits, final = self.base(ids, initial_states=states, return_states=True,
+                                  training=bool(training) and self.use_dropout)
+        for v, s in zip(self.carry, final):
+            v.assign(ops.cast(s, v.dtype))
+        return logits / self.temperature if self.temperature != 1.0 else logits
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss = ops.mean(keras.losses.sparse_categorical_crossentropy(
+            y, ops.cast(y_pred, "float32"), from_logits=True))
+        if self.regularize and self.losses:
+            loss = loss + ops.sum([ops.cast(v, "float32") for v in self.losses])
+        return loss
+
+    def reset_carry(self):
+        for v in self.carry:
+            v.assign(ops.zeros(v.shape, v.dtype))
+
+
+class WindowSequence(keras.utils.PyDataset):
+    """Windows ``((ids, reset), targets)`` of ``streams`` (see ``data.batchify``), all of one length.
+
+    Keras's compiled loops want one shape per call, so ``tail=False`` gives the full windows of
+    ``seq_len`` steps and ``tail=True`` the final shorter window alone (if there is one). The first
+    full window resets the state.
+    """
+
+    def __init__(self, streams, seq_len, tail=False):
+        super().__init__()
+        self.streams = streams
+        items = [(x, y) for _, x, y in windows(streams, seq_len)]
+        n_full = (streams.shape[1] - 1) // seq_len
+        self.items = items[n_full:] if tail else items[:n_full]
+        self.first = 0 if (not tail or n_full == 0) else None
+        self._reset = np.ones((streams.shape[0],), "float32")
+        self._keep = np.zeros((streams.shape[0],), "float32")
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        x, y = self.items[i]
+        return (x, self._reset if i == self.first else self._keep), y
+
+
+def stream_nll(stream, metric, streams, seq_len, verbose=0):
+    """(summed NLL, number of targets) over all windows of ``streams``.
+
+    ``stream`` is a ``StreamingLM`` compiled with the ``TokenNLL`` ``metric``. Runs Keras's
+    ``evaluate`` on the full windows, then on the shorter last window, carrying the state between
+    the two, so every target is scored exactly once.
+    """
+    total, count = 0.0, 0.0
+    for tail in (False, True):
+        seq = WindowSequence(streams, seq_len, tail=tail)
+        if len(seq):
+            stream.evaluate(seq, verbose=verbose)
+            total += float(ops.convert_to_numpy(metric.total))
+            count += float(ops.convert_to_numpy(metric.count))
+    return total, count
