@@ -105,7 +105,7 @@ def table2(scale: str = "full") -> Preset:
 # What each scale changes. "full" is the paper's setting unchanged (for a GPU).
 SMOKE = dict(train_tokens=20_000, eval_tokens=4_000, epochs=1, batch_size=8, width=32,
              mogrifier_rank=8)
-SMALL_EPOCHS = {"ptb": 3, "wikitext-2": 1}
+SMALL_EPOCHS = {"ptb": 4, "wikitext-2": 1}
 
 
 def at_scale(preset: Preset, scale: str) -> Preset:
@@ -136,3 +136,9 @@ def at_scale(preset: Preset, scale: str) -> Preset:
         f"train split truncated to {s['train_tokens']} tokens, valid/test to {s['eval_tokens']}",
         f"epochs {preset.train.epochs} -> {s['epochs']}",
         f"batch {preset.train.batch_size} -> {s['batch_size']}"))
+
+
+# Dynamic evaluation's learning rate, searched on validation data at each scale (Dual Table 4
+# range [1e-6, 1e-3]); window 25 and clip norm 0.5 are fixed at the EvalConfig defaults.
+DYNEVAL_LRS = {"smoke": (1e-4,), "small": (3e-5, 1e-4, 3e-4),
+               "full": (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)}

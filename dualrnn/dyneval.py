@@ -1,0 +1,169 @@
+"""Dynamic evaluation (Krause et al. 2018), as used by the Dual (sec. 3.2, 4.2) and Mogrifier papers.
+
+The evaluation tokens are streamed as in ``evaluate.perplexity``; each window is first scored,
+then the weights take one step along that window's gradient (from the same forward pass), and the
+state moves on. Keras's compiled ``fit`` runs the steps, so the loop runs on any backend and device
+without Python work per step. Dropout and regularisers are off. The trained weights are restored
+afterwards, whatever happens, so validation and test each start from them.
+
+Two update rules:
+
+* ``method="nadam"`` (the Dual paper, following the Mogrifier paper): Keras's Nadam with learning
+  rate ``lr``, ``beta_1`` (the paper also tries 0, "RMSProp without momentum") and per-variable
+  gradient-norm clipping ``clipnorm`` in [0, 1] (0 = none).
+* ``method="rms"`` (Krause et al.'s own rule, ``dynamiceval.py``): with ``MS`` the RMS of the
+  gradients over the training data and ``theta_0`` the trained weights,
+  ``theta += decay * r * (theta_0 - theta) - lr * g / (MS + eps)``, where ``r = MS / mean(MS)``
+  (mean over the per-variable means), capped at ``1 / decay``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from dualrnn.data import batchify
+from dualrnn.evaluate import check_tokens
+from dualrnn.streaming import StreamingLM, TokenNLL, WindowSequence, jit_compile_default
+
+METHODS = ("nadam", "rms")
+
+
+class KrauseRMS(keras.optimizers.Optimizer):
+    """Krause et al. (2018)'s dynamic-evaluation step: RMS-normalised, decaying to ``theta_0``.
+
+    ``rms`` are the per-element RMS gradients measured on training data (``gradient_rms``), one
+    array per trainable variable, in order. ``theta_0`` is taken from the variables at build time.
+    """
+
+    def __init__(self, rms, learning_rate=5e-5, decay=0.002, epsilon=2e-5, name="krause_rms",
+                 **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        if not decay >= 0 or not epsilon > 0:
+            raise ValueError(f"decay={decay!r} must be >= 0 and epsilon={epsilon!r} > 0")
+        self.rms_values = [np.asarray(r, "float32") for r in rms]
+        self.decay = float(decay)
+        self.epsilon = float(epsilon)
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        if len(var_list) != len(self.rms_values):
+            raise ValueError(f"{len(self.rms_values)} RMS arrays for {len(var_list)} variables")
+        gsum = float(np.mean([r.mean() for r in self.rms_values]))
+        self.theta0, self.rms, self.rate = [], [], []
+        for v, r in zip(var_list, self.rms_values):
+            rate = r / gsum if gsum > 0 else np.zeros_like(r)
+            if self.decay > 0:
+                rate = np.minimum(rate, 1.0 / self.decay)
+            for store, name, value in ((self.theta0, "theta0", ops.convert_to_numpy(v)),
+                                       (self.rms, "rms", r), (self.rate, "decay_rate", rate)):
+                slot = self.add_variable_from_reference(v, name)
+                slot.assign(value)
+                store.append(slot)
+
+    def update_step(self, gradient, variable, learning_rate):
+        i = self._get_variable_index(variable)
+        lr = ops.cast(learning_rate, variable.dtype)
+        step = (self.decay * self.rate[i] * (self.theta0[i] - variable)
+                - lr * gradient / (self.rms[i] + self.epsilon))
+        self.assign_add(variable, step)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"decay": self.decay, "epsilon": self.epsilon})
+        return config
+
+
+class _GradientSquares(keras.optimizers.Optimizer):
+    """Accumulates squared gradients and leaves the weights alone (for ``gradient_rms``)."""
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self.squares = [self.add_variable_from_reference(v, "g2") for v in var_list]
+
+    def update_step(self, gradient, variable, learning_rate):
+        self.assign_add(self.squares[self._get_variable_index(variable)], gradient * gradient)
+
+
+def gradient_rms(model, tokens, batch_size=100, seq_len=5, max_batches=None, verbose=0):
+    """Per-element RMS of the training gradients (Krause's ``gradstat``: batch 100, window 5)."""
+    tokens = check_tokens(tokens, model.vocab_size)
+    streams = batchify(tokens, batch_size)
+    seq = WindowSequence(streams, seq_len)
+    steps = len(seq) if max_batches is None else min(len(seq), max_batches)
+    stream = StreamingLM(model, batch_size, regularize=False, dropout=False)
+    opt = _GradientSquares(learning_rate=0.0, name="gradient_squares")
+    stream.compile(optimizer=opt, metrics=[TokenNLL()], jit_compile=jit_compile_default())
+    stream.fit(seq, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=verbose)
+    return [np.sqrt(ops.convert_to_numpy(s) / steps) for s in opt.squares]
+
+
+class _WindowGuard(keras.callbacks.Callback):
+    def __init__(self, offset):
+        super().__init__()
+        self.offset = offset
+
+    def on_train_batch_end(self, batch, logs=None):
+        nll = float(logs["nll"])
+        if not math.isfinite(nll):
+            raise FloatingPointError(
+                f"dynamic evaluation diverged: the loss of window {self.offset + batch} is {nll}; "
+                f"lower lr or set clipnorm (no perplexity was produced)")
+
+
+def dynamic_eval(model, tokens, batch_size=32, seq_len=25, lr=1e-4, clipnorm=0.5, beta_1=0.9,
+                 temperature=1.0, method="nadam", rms=None, decay=0.002, epsilon=2e-5,
+                 verbose=0):
+    """Perplexity of ``tokens`` under dynamic evaluation; the model's weights are restored after.
+
+    ``lr=0`` gives exactly ``evaluate.perplexity(model, tokens, batch_size, seq_len)``.
+    For ``method="rms"`` pass ``rms=gradient_rms(model, train_tokens)``.
+    """
+    tokens = check_tokens(tokens, model.vocab_size)
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is not one of {METHODS}")
+    for name, v in (("batch_size", batch_size), ("seq_len", seq_len)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name}={v!r} must be a positive integer")
+    if not isinstance(lr, (int, float)) or not lr >= 0:
+        raise ValueError(f"lr={lr!r} must be a number >= 0")
+    if clipnorm is not None and not 0 <= clipnorm:
+        raise ValueError(f"clipnorm={clipnorm!r} must be >= 0 (0 or None: no clipping)")
+    if not 0 <= beta_1 < 1:
+        raise ValueError(f"beta_1={beta_1!r} must be in [0, 1)")
+    if method == "rms" and rms is None:
+        raise ValueError("method='rms' needs rms=gradient_rms(model, train_tokens)")
+    streams = batchify(tokens, batch_size)
+    if method == "nadam":
+        optimizer = keras.optimizers.Nadam(learning_rate=lr, beta_1=beta_1,
+                                           clipnorm=clipnorm or None)
+    else:
+        optimizer = KrauseRMS(rms, learning_rate=lr, decay=decay, epsilon=epsilon)
+    saved = [np.array(ops.convert_to_numpy(v)) for v in model.trainable_variables]
+    stream = StreamingLM(model, batch_size, temperature=temperature, regularize=False,
+                         dropout=False)
+    metric = TokenNLL()
+    stream.compile(optimizer=optimizer, metrics=[metric], jit_compile=jit_compile_default())
+    total = count = 0.0
+    try:
+        offset = 0
+        for tail in (False, True):
+            seq = WindowSequence(streams, seq_len, tail=tail)
+            if not len(seq):
+                continue
+            stream.fit(seq, epochs=1, shuffle=False, verbose=verbose,
+                       callbacks=[_WindowGuard(offset)])
+            offset += len(seq)
+            total += float(ops.convert_to_numpy(metric.total))
+            count += float(ops.convert_to_numpy(metric.count))
+    finally:
+        for v, a in zip(model.trainable_variables, saved):
+            v.assign(a)
+    return math.exp(total / count)

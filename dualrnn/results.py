@@ -1,0 +1,102 @@
+"""Result rows with provenance, atomic CSV writes, and the papers' own numbers (results/paper/)."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import os
+import platform
+import subprocess
+
+from dualrnn.train import write_atomic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAPER_DIR = os.path.join(ROOT, "results", "paper")
+
+
+def _commit():
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                             capture_output=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               text=True, capture_output=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_name():
+    """The accelerator Keras runs on, or the CPU model and core count."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        d = jax.devices()[0]
+        if d.platform != "cpu":
+            return f"{d.device_kind} x{len(jax.devices())}"
+    elif keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            return f"{tf.config.experimental.get_device_details(gpus[0]).get('device_name', 'GPU')}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu} ({os.cpu_count()} cores)"
+
+
+def provenance() -> dict:
+    """Where a measured number comes from: commit, date, device, backend and package versions."""
+    import keras
+    import numpy
+
+    versions = [f"keras {keras.__version__}", f"numpy {numpy.__version__}"]
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        versions.append(f"tensorflow {tf.__version__}")
+    elif backend == "jax":
+        import jax
+
+        versions.append(f"jax {jax.__version__}")
+    return {"commit": _commit(), "date": datetime.datetime.now(datetime.timezone.utc)
+            .strftime("%Y-%m-%dT%H:%M:%SZ"), "device": device_name(), "backend": backend,
+            "versions": "; ".join(versions)}
+
+
+def read_csv(path) -> list[dict]:
+    """Rows of a CSV written by ``write_csv`` (``#`` comment lines skipped); [] if absent."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+
+def write_csv(path, rows: list[dict], columns: list[str], comment: str | None = None):
+    """Write ``rows`` atomically (a reader sees the old file or the new one, never half)."""
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            if comment:
+                f.write(f"# {comment}\n")
+            w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+
+    write_atomic(path, write)
+
+
+def paper_table1(dataset: str) -> dict:
+    """The Dual paper's Table 1 numbers for ``dataset``: model -> dict of floats."""
+    rows = read_csv(os.path.join(PAPER_DIR, "dual_table1.csv"))
+    return {r["model"]: {k: float(v) for k, v in r.items() if k not in ("dataset", "model")}
+            for r in rows if r["dataset"] == dataset}

@@ -1,0 +1,192 @@
+"""Stateful language-model training (Dual sec. 3.2): Nadam over parallel streams, checkpoints, resume.
+
+The training split is laid out as ``batch_size`` contiguous streams (``data.batchify``) read in
+windows of ``seq_len`` tokens; the recurrent state is carried from window to window (truncated
+back-propagation through time) and reset to zero at the start of every epoch. Keras's ``fit``
+runs the compiled steps. After every epoch the validation perplexity is measured with
+``evaluate.perplexity`` and a checkpoint is written atomically; rerunning with the same
+``checkpoint_dir`` resumes from the last finished epoch and ends as an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import time
+
+import keras
+import numpy as np
+from keras import ops
+
+from dualrnn.configs import TrainConfig
+from dualrnn.data import batchify
+from dualrnn.evaluate import check_tokens, perplexity
+from dualrnn.streaming import StreamingLM, TokenNLL, WindowSequence, jit_compile_default
+
+CHECKPOINT = "checkpoint.npz"
+
+
+@dataclasses.dataclass
+class TrainResult:
+    history: list            # one dict per epoch: epoch, train_loss, train_ppl, valid_ppl, seconds
+    best_epoch: int
+    best_valid_ppl: float
+    epochs: int              # epochs finished (including those of earlier, interrupted runs)
+    wall_time: float         # seconds of training and validation, all runs together
+    resumed_from: int        # epoch the last run resumed from (0: started afresh)
+
+
+def make_optimizer(config: TrainConfig):
+    return keras.optimizers.Nadam(learning_rate=config.learning_rate, beta_1=config.beta_1,
+                                  clipnorm=config.clipnorm)
+
+
+def _to_numpy(variables):
+    return [np.array(ops.convert_to_numpy(v)) for v in variables]
+
+
+def write_atomic(path, write):
+    """Call ``write(tmp_path)`` and move the result onto ``path`` in one step (no half files)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class _Checkpointer(keras.callbacks.Callback):
+    """Validates after each epoch, keeps the best weights, writes the checkpoint atomically."""
+
+    def __init__(self, base, stream, valid, eval_batch_size, eval_seq_len, path, state, best,
+                 verbose):
+        super().__init__()
+        self.base, self.stream, self.valid = base, stream, valid
+        self.eval_batch_size, self.eval_seq_len = eval_batch_size, eval_seq_len
+        self.path, self.state, self.best, self.verbose = path, state, best, verbose
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss, nll = float(logs["loss"]), float(logs["nll"])
+        if not (math.isfinite(loss) and math.isfinite(nll)):
+            raise FloatingPointError(f"training loss became {loss} in epoch {epoch + 1}; "
+                                     f"lower the learning rate or set clipnorm")
+        valid = perplexity(self.base, self.valid, self.eval_batch_size, self.eval_seq_len)
+        seconds = time.time() - self.t0
+        row = {"epoch": epoch + 1, "train_loss": loss, "train_ppl": math.exp(nll),
+               "valid_ppl": valid, "seconds": seconds}
+        st = self.state
+        st["history"].append(row)
+        st["epoch"] = epoch + 1
+        st["wall_time"] += seconds
+        if valid < st["best_valid_ppl"]:
+            st["best_valid_ppl"], st["best_epoch"] = valid, epoch + 1
+            self.best[:] = _to_numpy(self.base.trainable_variables)
+        if self.path:
+            save_checkpoint(self.path, self.stream, st, self.best)
+        if self.verbose:
+            print(f"epoch {epoch + 1}: train ppl {row['train_ppl']:.2f}, valid ppl {valid:.2f} "
+                  f"(best {st['best_valid_ppl']:.2f} @ {st['best_epoch']}), {seconds:.0f}s",
+                  flush=True)
+
+
+def save_checkpoint(path, stream, state, best):
+    arrays = {f"var_{i}": a for i, a in enumerate(_to_numpy(stream.variables))}
+    arrays.update({f"opt_{i}": a for i, a in enumerate(_to_numpy(stream.optimizer.variables))})
+    arrays.update({f"best_{i}": a for i, a in enumerate(best)})
+    arrays["state"] = np.array(json.dumps(state))
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    write_atomic(path, write)
+
+
+def load_checkpoint(path, stream):
+    """Restore variables and optimizer state into ``stream``; returns (state, best weights)."""
+    with np.load(path) as z:
+        state = json.loads(str(z["state"]))
+        n_var = sum(k.startswith("var_") for k in z.files)
+        n_opt = sum(k.startswith("opt_") for k in z.files)
+        n_best = sum(k.startswith("best_") for k in z.files)
+        if n_var != len(stream.variables) or n_opt != len(stream.optimizer.variables):
+            raise ValueError(f"checkpoint {path} holds {n_var} variables and {n_opt} optimizer "
+                             f"variables, this model has {len(stream.variables)} and "
+                             f"{len(stream.optimizer.variables)}: it belongs to another model")
+        for i, v in enumerate(stream.variables):
+            if tuple(z[f"var_{i}"].shape) != tuple(v.shape):
+                raise ValueError(f"checkpoint {path}: variable {v.path} has shape "
+                                 f"{z[f'var_{i}'].shape}, the model's is {tuple(v.shape)}")
+            v.assign(z[f"var_{i}"])
+        for i, v in enumerate(stream.optimizer.variables):
+            v.assign(z[f"opt_{i}"])
+        best = [z[f"best_{i}"] for i in range(n_best)]
+    return state, best
+
+
+def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_size=None,
+          eval_seq_len=None, checkpoint_dir=None, callbacks=(), verbose=1) -> TrainResult:
+    """Train ``model`` in place; at the end it holds the weights of its best validation epoch.
+
+    ``config`` gives epochs, batch size, window, Nadam's learning rate and ``beta_1``, optional
+    per-variable gradient clipping and the training-split truncation. Validation perplexity uses
+    ``eval_batch_size``/``eval_seq_len`` (default: the training ones). With ``checkpoint_dir`` a
+    checkpoint is written after every epoch and a rerun resumes from it; a checkpoint of another
+    model or training configuration is refused.
+    """
+    config = config.validate()
+    train_tokens = check_tokens(train_tokens, model.vocab_size)
+    valid_tokens = check_tokens(valid_tokens, model.vocab_size)
+    if config.max_tokens:
+        train_tokens = train_tokens[:config.max_tokens]
+    streams = batchify(train_tokens, config.batch_size)
+    if streams.shape[1] - 1 < config.seq_len:
+        raise ValueError(f"{len(train_tokens)} training tokens give streams of "
+                         f"{streams.shape[1] - 1} steps, fewer than seq_len={config.seq_len}")
+    eval_batch_size = eval_batch_size or config.batch_size
+    eval_seq_len = eval_seq_len or config.seq_len
+
+    stream = StreamingLM(model, config.batch_size)
+    stream.compile(optimizer=make_optimizer(config), metrics=[TokenNLL()],
+                   jit_compile=jit_compile_default())
+    stream.optimizer.build(stream.trainable_variables)
+
+    identity = {"model": model.model_config.to_dict(), "vocab_size": model.vocab_size,
+                "train": dataclasses.asdict(config)}
+    state = {"epoch": 0, "best_valid_ppl": math.inf, "best_epoch": 0, "history": [],
+             "wall_time": 0.0, "identity": identity}
+    best = _to_numpy(model.trainable_variables)
+    path = os.path.join(checkpoint_dir, CHECKPOINT) if checkpoint_dir else None
+    resumed_from = 0
+    if path and os.path.exists(path):
+        saved, saved_best = load_checkpoint(path, stream)
+        if json.loads(json.dumps(identity)) != saved["identity"]:
+            raise ValueError(f"checkpoint {path} was written for another model or training "
+                             f"configuration; use another checkpoint_dir or delete it")
+        state, best = saved, saved_best
+        resumed_from = state["epoch"]
+        if verbose:
+            print(f"resuming from {path} after epoch {resumed_from}", flush=True)
+
+    if state["epoch"] < config.epochs:
+        checkpointer = _Checkpointer(model, stream, valid_tokens, eval_batch_size, eval_seq_len,
+                                     path, state, best, verbose)
+        stream.fit(WindowSequence(streams, config.seq_len), epochs=config.epochs,
+                   initial_epoch=state["epoch"], shuffle=False,
+                   callbacks=[checkpointer, *callbacks], verbose=verbose if verbose == 1 else 0)
+    for v, a in zip(model.trainable_variables, best):
+        v.assign(a)
+    return TrainResult(history=state["history"], best_epoch=state["best_epoch"],
+                       best_valid_ppl=state["best_valid_ppl"], epochs=state["epoch"],
+                       wall_time=state["wall_time"], resumed_from=resumed_from)

@@ -1,0 +1,66 @@
+"""Shared command-line plumbing of the experiment scripts: one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (``prog: error: ...``) and exit with 2."""
+
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(2)
+
+
+def set_backend(argv):
+    """Honour ``--backend NAME`` before Keras is imported (it reads KERAS_BACKEND once)."""
+    for i, a in enumerate(argv):
+        if a == "--backend" and i + 1 < len(argv):
+            os.environ["KERAS_BACKEND"] = argv[i + 1]
+        elif a.startswith("--backend="):
+            os.environ["KERAS_BACKEND"] = a.split("=", 1)[1]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def check_writable(parser, folder, flag="--out"):
+    """Fail (exit 2) unless ``folder`` exists or can be made, and is writable."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        parser.error(f"{flag} {folder!r} cannot be created ({e.strerror})")
+    if not os.access(folder, os.W_OK):
+        parser.error(f"{flag} {folder!r} is not writable")
+
+
+def csv_list(choices):
+    """argparse type: comma-separated names, each one of ``choices``."""
+
+    def parse(text):
+        names = [t for t in text.split(",") if t]
+        bad = [n for n in names if n not in choices]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(
+                f"{','.join(bad) or repr(text)} not in the allowed set {{{','.join(choices)}}}")
+        return names
+
+    return parse
+
+
+def in_range(lo, hi, kind=float):
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{v} is outside the paper's range [{lo}, {hi}]")
+        return v
+
+    return parse

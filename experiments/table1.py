@@ -1,0 +1,132 @@
+"""Reproduce the Dual paper's Table 1: ERS vs Dual on LSTM, dLSTM and mdLSTM, with/without dyneval.
+
+    python experiments/table1.py --dataset ptb --scale smoke
+
+Writes results/table1_<dataset>_<scale>.csv (one row per model, the paper's numbers beside ours,
+provenance), ..._history.csv (validation perplexity per epoch) and ..._history.png. Finished models
+are not retrained; an interrupted model resumes from its checkpoint under --runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import _cli
+
+_cli.set_backend(sys.argv)
+
+COLUMNS = ["dataset", "model", "scale", "params", "paper_params_millions", "valid_ppl",
+           "test_ppl", "dyn_valid_ppl", "dyn_test_ppl", "paper_valid_ppl", "paper_test_ppl",
+           "paper_dyn_valid_ppl", "paper_dyn_test_ppl", "epochs", "best_epoch", "train_seconds",
+           "eval_seconds", "dyneval_lr", "departures", "commit", "date", "device", "backend",
+           "versions"]
+HISTORY_COLUMNS = ["model", "epoch", "train_ppl", "valid_ppl", "seconds"]
+NAMES = ("lstm", "dual_lstm", "dlstm", "dual_dlstm", "mdlstm", "dual_mdlstm")
+
+
+def parse(argv):
+    p = _cli.Parser(prog="table1.py", description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", choices=["ptb", "wikitext-2"], default="ptb")
+    p.add_argument("--scale", choices=["smoke", "small", "full"], default="smoke")
+    p.add_argument("--models", type=_cli.csv_list(NAMES), default=list(NAMES),
+                   help="comma-separated subset of " + ",".join(NAMES))
+    p.add_argument("--out", default=os.path.join(_cli.ROOT, "results"), help="CSV/plot folder")
+    p.add_argument("--runs", default=os.path.join(_cli.ROOT, "runs"), help="checkpoint folder")
+    p.add_argument("--backend", choices=["tensorflow", "jax"], default=None,
+                   help="Keras backend (default: $KERAS_BACKEND or tensorflow)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    _cli.check_writable(p, args.out)
+    _cli.check_writable(p, args.runs, "--runs")
+    return args
+
+
+def plot(history_rows, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dualrnn.train import write_atomic
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in NAMES:
+        pts = [(int(r["epoch"]), float(r["valid_ppl"])) for r in history_rows if r["model"] == name]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", ls="--" if name.startswith("dual") else "-", label=name)
+    ax.set(xlabel="epoch", ylabel="validation perplexity", title=title, yscale="log")
+    ax.legend()
+    fig.tight_layout()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+
+
+def main(argv=None):
+    args = parse(sys.argv[1:] if argv is None else argv)
+    from dualrnn import data, presets
+    from dualrnn.experiment import run_preset
+    from dualrnn.results import paper_table1, provenance, read_csv, write_csv
+
+    try:
+        corpus = data.load_corpus(args.dataset)
+    except ValueError as e:
+        sys.stderr.write(f"table1.py: error: {e}\n")
+        return 2
+    stem = os.path.join(args.out, f"table1_{args.dataset}_{args.scale}")
+    rows = {r["model"]: r for r in read_csv(stem + ".csv")}
+    history = read_csv(stem + "_history.csv")
+    paper = paper_table1(args.dataset)
+    verbose = 0 if args.quiet else 2
+    for name in args.models:
+        if name in rows:
+            print(f"{name}: already in {stem}.csv, skipped (delete its row to rerun)")
+            continue
+        preset = presets.table1(name, args.dataset, args.scale)
+        print(f"== {name} ({args.dataset}, {args.scale}) ==", flush=True)
+        t0 = time.time()
+        row, hist, _ = run_preset(preset, corpus,
+                                  run_dir=os.path.join(args.runs, os.path.basename(stem), name),
+                                  dyneval_lrs=presets.DYNEVAL_LRS[args.scale], seed=args.seed,
+                                  verbose=verbose)
+        pp = paper[name]
+        row.update(dataset=args.dataset, model=name, scale=args.scale,
+                   paper_params_millions=pp["params_millions"], paper_valid_ppl=pp["valid_ppl"],
+                   paper_test_ppl=pp["test_ppl"], paper_dyn_valid_ppl=pp["dyn_valid_ppl"],
+                   paper_dyn_test_ppl=pp["dyn_test_ppl"],
+                   departures="; ".join(preset.departures) or "none", **provenance())
+        rows[name] = row
+        history = [h for h in history if h["model"] != name] + [
+            {"model": name, **{k: h[k] for k in HISTORY_COLUMNS[1:]}} for h in hist]
+        comment = (f"measured by experiments/table1.py --dataset {args.dataset} --scale "
+                   f"{args.scale}; paper_* columns are the paper's Table 1")
+        ordered = [rows[n] for n in NAMES if n in rows]
+        write_csv(stem + ".csv", ordered, COLUMNS, comment)
+        write_csv(stem + "_history.csv", history, HISTORY_COLUMNS, comment)
+        print(f"{name}: done in {time.time() - t0:.0f}s", flush=True)
+    if history:
+        plot(history, stem + "_history.png", f"Table 1, {args.dataset}, {args.scale} scale")
+    print_table(rows)
+    return 0
+
+
+def print_table(rows):
+    head = (f"{'model':<12}{'params':>11}{'paper':>8} | {'valid':>8}{'test':>8}{'dyn v':>8}"
+            f"{'dyn t':>8} | {'paper v':>8}{'t':>7}{'dyn v':>7}{'dyn t':>7}")
+    print(head)
+    print("-" * len(head))
+    for n in NAMES:
+        if n in rows:
+            r = rows[n]
+            f = lambda k: float(r[k])  # noqa: E731
+            print(f"{n:<12}{int(r['params']):>11,}{f('paper_params_millions'):>7.2f}M | "
+                  f"{f('valid_ppl'):>8.2f}{f('test_ppl'):>8.2f}{f('dyn_valid_ppl'):>8.2f}"
+                  f"{f('dyn_test_ppl'):>8.2f} | {f('paper_valid_ppl'):>8.2f}"
+                  f"{f('paper_test_ppl'):>7.2f}{f('paper_dyn_valid_ppl'):>7.2f}"
+                  f"{f('paper_dyn_test_ppl'):>7.2f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
