@@ -151,6 +151,7 @@ def dynamic_eval(model, tokens, batch_size=32, seq_len=25, lr=1e-4, clipnorm=0.5
                          dropout=False)
     metric = TokenNLL()
     stream.compile(optimizer=optimizer, metrics=[metric], jit_compile=jit_compile_default())
+    optimizer.build(stream.trainable_variables)  # eagerly: KrauseRMS records theta_0 here
     total = count = 0.0
     try:
         offset = 0
@@ -166,4 +167,7 @@ def dynamic_eval(model, tokens, batch_size=32, seq_len=25, lr=1e-4, clipnorm=0.5
     finally:
         for v, a in zip(model.trainable_variables, saved):
             v.assign(a)
+    if total / count > 700:  # exp() would overflow: the adaptation has blown up
+        raise FloatingPointError(f"dynamic evaluation diverged: mean loss {total / count:.3g} "
+                                 f"nats per token; lower lr or set clipnorm")
     return math.exp(total / count)

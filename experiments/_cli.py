@@ -30,12 +30,13 @@ def set_backend(argv):
 
 
 def check_writable(parser, folder, flag="--out"):
-    """Fail (exit 2) unless ``folder`` exists or can be made, and is writable."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        parser.error(f"{flag} {folder!r} cannot be created ({e.strerror})")
-    if not os.access(folder, os.W_OK):
+    """Fail (exit 2) unless ``folder`` is, or can be made as, a writable folder. Creates nothing."""
+    probe = os.path.abspath(folder)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        parser.error(f"{flag} {folder!r} cannot be a folder: {probe!r} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
         parser.error(f"{flag} {folder!r} is not writable")
 
 

@@ -36,6 +36,10 @@ def parse(argv):
     p.add_argument("--runs", default=os.path.join(_cli.ROOT, "runs"), help="checkpoint folder")
     p.add_argument("--backend", choices=["tensorflow", "jax"], default=None,
                    help="Keras backend (default: $KERAS_BACKEND or tensorflow)")
+    p.add_argument("--eval-seq-len", type=_cli.in_range(5, 70, int), default=None,
+                   help="evaluation window, in the paper's range [5, 70] (default 25)")
+    p.add_argument("--temperature", type=_cli.in_range(0.9, 1.3), default=None,
+                   help="softmax temperature, in the paper's range [0.9, 1.3] (default 1.0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
@@ -85,6 +89,10 @@ def main(argv=None):
             print(f"{name}: already in {stem}.csv, skipped (delete its row to rerun)")
             continue
         preset = presets.table1(name, args.dataset, args.scale)
+        if args.eval_seq_len or args.temperature:
+            preset = preset.replace(eval=preset.eval.replace(
+                seq_len=args.eval_seq_len or preset.eval.seq_len,
+                temperature=args.temperature or preset.eval.temperature))
         print(f"== {name} ({args.dataset}, {args.scale}) ==", flush=True)
         t0 = time.time()
         row, hist, _ = run_preset(preset, corpus,

@@ -1,0 +1,55 @@
+"""Parameter counts of the Dual paper's Table 1 models, beside the paper's rounded figures.
+
+    python experiments/params.py [--out results/params.csv]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import _cli
+
+_cli.set_backend(sys.argv)
+
+COLUMNS = ["dataset", "model", "vocab_size", "params", "paper_params_millions", "matches_paper",
+           "embedding_units", "recurrent_units", "dual_units", "mogrifier_rounds",
+           "mogrifier_rank", "commit", "date", "device", "backend", "versions"]
+
+
+def main(argv=None):
+    p = _cli.Parser(prog="params.py", description=__doc__.split("\n")[0])
+    p.add_argument("--out", default=os.path.join(_cli.ROOT, "results", "params.csv"))
+    p.add_argument("--backend", choices=["tensorflow", "jax"], default=None)
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    _cli.check_writable(p, os.path.dirname(os.path.abspath(args.out)))
+
+    import dualrnn
+    from dualrnn import data, presets
+    from dualrnn.results import paper_table1, provenance, write_csv
+
+    prov = provenance()
+    rows = []
+    print(f"{'dataset':<11} {'model':<12} {'params':>12}  {'paper':>7}")
+    for dataset in presets.DATASETS:
+        vocab = data.load_corpus(dataset, "paper").vocab_size
+        paper = paper_table1(dataset)
+        for name in presets.TABLE1_NAMES:
+            cfg = presets.table1(name, dataset).model
+            n = dualrnn.count_params(dualrnn.build_model(cfg, vocab))
+            pm = paper[name]["params_millions"]
+            rows.append(dict(dataset=dataset, model=name, vocab_size=vocab, params=n,
+                             paper_params_millions=pm, matches_paper=round(n / 1e6, 2) == pm,
+                             embedding_units=cfg.embedding_units,
+                             recurrent_units="/".join(map(str, cfg.recurrent_units)),
+                             dual_units=cfg.output_units if cfg.architecture == "dual" else "",
+                             mogrifier_rounds=cfg.mogrifier_rounds,
+                             mogrifier_rank=cfg.mogrifier_rank, **prov))
+            print(f"{dataset:<11} {name:<12} {n:>12,}  {pm:>6.2f}M")
+    write_csv(args.out, rows, COLUMNS, "measured by experiments/params.py (trainable parameters); "
+              "paper_params_millions is the Dual paper's Table 1")
+    return 0 if all(r["matches_paper"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+import csv
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TABLE1 = os.path.join(ROOT, "experiments", "table1.py")
+PARAMS = os.path.join(ROOT, "experiments", "params.py")
+
+
+def run(*args, timeout=900):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=timeout, env=dict(os.environ))
+
+
+def rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+
+def test_table1_smoke_end_to_end_and_resume(tmp_path):
+    out, runs = str(tmp_path / "out"), str(tmp_path / "runs")
+    r = run(TABLE1, "--scale", "smoke", "--models", "lstm,dual_mdlstm", "--out", out,
+            "--runs", runs, "--quiet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    path = os.path.join(out, "table1_ptb_smoke.csv")
+    table = rows(path)
+    assert [t["model"] for t in table] == ["lstm", "dual_mdlstm"]
+    sys.path.insert(0, os.path.join(ROOT, "experiments"))
+    from table1 import COLUMNS
+
+    assert list(table[0]) == COLUMNS
+    for t in table:
+        for k in ("valid_ppl", "test_ppl", "dyn_valid_ppl", "dyn_test_ppl", "paper_valid_ppl"):
+            assert math.isfinite(float(t[k])) and float(t[k]) > 1, (k, t[k])
+        assert t["scale"] == "smoke" and t["commit"] and t["device"] and t["date"]
+        assert "widths" in t["departures"]
+    assert float(table[0]["paper_test_ppl"]) == 64.91  # from results/paper/dual_table1.csv
+    assert os.path.getsize(os.path.join(out, "table1_ptb_smoke_history.png")) > 1000
+    before = open(path).read()
+    r = run(TABLE1, "--scale", "smoke", "--models", "lstm", "--out", out, "--runs", runs)
+    assert r.returncode == 0 and "skipped" in r.stdout and open(path).read() == before
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--dataset", "ptb2"], "ptb2"), (["--scale", "huge"], "huge"),
+    (["--models", "lstm,gru"], "gru"), (["--eval-seq-len", "80"], "[5, 70]"),
+    (["--temperature", "1.5"], "[0.9, 1.3]")])
+def test_table1_bad_input(args, needle, tmp_path):
+    out = str(tmp_path / "out")
+    r = run(TABLE1, *args, "--out", out, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+    assert not os.path.exists(out)
+
+
+def test_table1_out_not_writable(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = run(TABLE1, "--out", str(blocker / "sub"), timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--out" in r.stderr
+
+
+def test_params_script(tmp_path):
+    out = str(tmp_path / "params.csv")
+    r = run(PARAMS, "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    table = rows(out)
+    assert len(table) == 12 and all(t["matches_paper"] == "True" for t in table)
+    assert "22,879,450" in r.stdout and "38,954,650" in r.stdout
