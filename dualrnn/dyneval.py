@@ -171,3 +171,37 @@ def dynamic_eval(model, tokens, batch_size=32, seq_len=25, lr=1e-4, clipnorm=0.5
         raise FloatingPointError(f"dynamic evaluation diverged: mean loss {total / count:.3g} "
                                  f"nats per token; lower lr or set clipnorm")
     return math.exp(total / count)
+
+
+def search(model, tokens, lrs, clipnorms=(0.5,), seq_lens=(25,), beta_1=0.9, batch_size=32,
+           temperature=1.0, verbose=0):
+    """Grid search of dynamic evaluation on validation ``tokens`` (Dual sec. 4.2, Table 4).
+
+    Every value must lie in the paper's ranges: lr in [1e-6, 1e-3], clip norm in [0, 1], window
+    in [5, 50]. Returns ``(best, trials)``: ``best`` a dict of the winning ``lr``, ``clipnorm``,
+    ``seq_len`` and its ``ppl``; diverging settings are recorded with ``ppl = inf``.
+    """
+    for name, values, lo, hi in (("lr", lrs, 1e-6, 1e-3), ("clipnorm", clipnorms, 0.0, 1.0),
+                                 ("seq_len", seq_lens, 5, 50)):
+        bad = [v for v in values if not lo <= v <= hi]
+        if bad or not values:
+            raise ValueError(f"dynamic-evaluation {name} values {bad or list(values)} must be a "
+                             f"non-empty list inside the paper's range [{lo}, {hi}]")
+    trials = []
+    for s in seq_lens:
+        for c in clipnorms:
+            for lr in lrs:
+                try:
+                    ppl = dynamic_eval(model, tokens, batch_size=batch_size, seq_len=s, lr=lr,
+                                       clipnorm=c, beta_1=beta_1, temperature=temperature)
+                except FloatingPointError:
+                    ppl = math.inf
+                trials.append({"lr": lr, "clipnorm": c, "seq_len": s, "beta_1": beta_1,
+                               "ppl": ppl})
+                if verbose:
+                    print(f"dyneval lr={lr} clipnorm={c} seq_len={s} beta_1={beta_1}: {ppl:.3f}",
+                          flush=True)
+    best = min(trials, key=lambda t: t["ppl"])
+    if not math.isfinite(best["ppl"]):
+        raise FloatingPointError("dynamic evaluation diverged for every setting searched")
+    return best, trials

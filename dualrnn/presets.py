@@ -142,3 +142,16 @@ def at_scale(preset: Preset, scale: str) -> Preset:
 # range [1e-6, 1e-3]); window 25 and clip norm 0.5 are fixed at the EvalConfig defaults.
 DYNEVAL_LRS = {"smoke": (1e-4,), "small": (3e-5, 1e-4, 3e-4),
                "full": (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)}
+
+# Dual sec. 4.2's post-training searches, per scale: evaluation window and temperature (static),
+# then dynamic evaluation's lr x clip norm x window, once with Nadam's default beta_1 and once with 0.
+TABLE2_SEARCH = {
+    "smoke": dict(seq_lens=(10, 25), temperatures=(0.9, 1.1), dyn_lrs=(1e-4,),
+                  dyn_clipnorms=(0.5,), dyn_seq_lens=(25,)),
+    "small": dict(seq_lens=(10, 25, 50, 70), temperatures=(0.9, 0.95, 1.05, 1.1, 1.2),
+                  dyn_lrs=(3e-5, 1e-4, 3e-4), dyn_clipnorms=(0.5,), dyn_seq_lens=(25,)),
+    "full": dict(seq_lens=(5, 10, 15, 20, 25, 35, 50, 70),
+                 temperatures=(0.9, 0.95, 1.05, 1.1, 1.15, 1.2, 1.3),
+                 dyn_lrs=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3), dyn_clipnorms=(0.1, 0.25, 0.5, 1.0),
+                 dyn_seq_lens=(10, 25, 50)),
+}

@@ -100,3 +100,32 @@ def paper_table1(dataset: str) -> dict:
     rows = read_csv(os.path.join(PAPER_DIR, "dual_table1.csv"))
     return {r["model"]: {k: float(v) for k, v in r.items() if k not in ("dataset", "model")}
             for r in rows if r["dataset"] == dataset}
+
+
+def paper_table2() -> dict:
+    """The Dual paper's Table 2 (PTB): model name -> dict of floats (missing values: nan)."""
+    rows = read_csv(os.path.join(PAPER_DIR, "dual_table2.csv"))
+    return {r["model"]: {k: float(v) if v else float("nan") for k, v in r.items()
+                         if k not in ("model", "reference")} for r in rows}
+
+
+def update_csv(path, new_rows: list[dict], key, columns: list[str], comment=None, order=None):
+    """Merge ``new_rows`` into the CSV at ``path`` (replacing rows with the same ``key``), under a
+    file lock and atomically, so that several processes can fill one table side by side.
+
+    ``key`` is a column name or a tuple of them; ``order`` sorts the merged rows by their key.
+    Returns the merged rows.
+    """
+    import fcntl
+
+    keys = (key,) if isinstance(key, str) else tuple(key)
+    kf = lambda r: tuple(str(r[k]) for k in keys)  # noqa: E731
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        new_keys = {kf(r) for r in new_rows}
+        rows = [r for r in read_csv(path) if kf(r) not in new_keys] + list(new_rows)
+        if order is not None:
+            rows.sort(key=order)
+        write_csv(path, rows, columns, comment)
+    return rows

@@ -72,7 +72,7 @@ def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
     from dualrnn import data, presets
     from dualrnn.experiment import run_preset
-    from dualrnn.results import paper_table1, provenance, read_csv, write_csv
+    from dualrnn.results import paper_table1, provenance, read_csv, update_csv
 
     try:
         corpus = data.load_corpus(args.dataset)
@@ -105,14 +105,16 @@ def main(argv=None):
                    paper_test_ppl=pp["test_ppl"], paper_dyn_valid_ppl=pp["dyn_valid_ppl"],
                    paper_dyn_test_ppl=pp["dyn_test_ppl"],
                    departures="; ".join(preset.departures) or "none", **provenance())
-        rows[name] = row
-        history = [h for h in history if h["model"] != name] + [
-            {"model": name, **{k: h[k] for k in HISTORY_COLUMNS[1:]}} for h in hist]
         comment = (f"measured by experiments/table1.py --dataset {args.dataset} --scale "
                    f"{args.scale}; paper_* columns are the paper's Table 1")
-        ordered = [rows[n] for n in NAMES if n in rows]
-        write_csv(stem + ".csv", ordered, COLUMNS, comment)
-        write_csv(stem + "_history.csv", history, HISTORY_COLUMNS, comment)
+        # merged under a lock: other processes may be filling other rows of the same table
+        rank = lambda r: (NAMES.index(r["model"]), int(r.get("epoch") or 0))  # noqa: E731
+        rows = {r["model"]: r for r in update_csv(stem + ".csv", [row], "model", COLUMNS,
+                                                  comment, order=rank)}
+        history = update_csv(stem + "_history.csv",
+                             [{"model": name, **{k: h[k] for k in HISTORY_COLUMNS[1:]}}
+                              for h in hist], ("model", "epoch"), HISTORY_COLUMNS, comment,
+                             order=rank)
         print(f"{name}: done in {time.time() - t0:.0f}s", flush=True)
     if history:
         plot(history, stem + "_history.png", f"Table 1, {args.dataset}, {args.scale} scale")

@@ -82,3 +82,21 @@ def test_divergence_names_the_window_and_restores_weights(model, ptb):
 def test_bad_arguments(model, ptb, kwargs, match):
     with pytest.raises(ValueError, match=match):
         dyneval.dynamic_eval(model, ptb.valid[:200], **(dict(batch_size=2) | kwargs))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(lrs=[1e-2]), r"lr values \[0.01\].*\[1e-06, 0.001\]"),
+    (dict(lrs=[1e-4], clipnorms=[2.0]), r"clipnorm values \[2.0\].*\[0.0, 1.0\]"),
+    (dict(lrs=[1e-4], seq_lens=[60]), r"seq_len values \[60\].*\[5, 50\]"),
+    (dict(lrs=[]), "non-empty")])
+def test_search_stays_in_the_paper_ranges(model, ptb, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        dyneval.search(model, ptb.valid[:200], **kwargs)
+
+
+def test_search_picks_the_best_setting(model, ptb):
+    tokens = np.tile(ptb.valid[:40], 20)
+    best, trials = dyneval.search(model, tokens, lrs=[0.0 + 1e-6, 1e-3], clipnorms=[0.0],
+                                  seq_lens=[20], batch_size=4)
+    assert len(trials) == 2 and best["ppl"] == min(t["ppl"] for t in trials)
+    assert best["lr"] == 1e-3  # adapting to the repetition beats (almost) not adapting

@@ -71,3 +71,18 @@ def test_params_script(tmp_path):
     table = rows(out)
     assert len(table) == 12 and all(t["matches_paper"] == "True" for t in table)
     assert "22,879,450" in r.stdout and "38,954,650" in r.stdout
+
+
+@pytest.mark.slow
+def test_table2_smoke_end_to_end(tmp_path):
+    out = str(tmp_path / "out")
+    r = run(os.path.join(ROOT, "experiments", "table2.py"), "--scale", "smoke", "--out", out,
+            "--runs", str(tmp_path / "runs"), "--quiet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    (row,) = rows(os.path.join(out, "table2_smoke.csv"))
+    assert float(row["paper_dyn_test_ppl"]) == 44.61 and float(row["mogrifier_test_ppl"]) == 50.1
+    for k in ("valid_ppl", "test_ppl", "dyn_valid_ppl", "dyn_test_ppl", "dyn0_test_ppl"):
+        assert math.isfinite(float(row[k])), k
+    assert 5 <= int(row["eval_seq_len"]) <= 70 and 0.9 <= float(row["temperature"]) <= 1.3
+    search = rows(os.path.join(out, "table2_smoke_search.csv"))
+    assert {s["kind"] for s in search} == {"static", "dyn", "dyn0"}

@@ -1,0 +1,109 @@
+"""Reproduce the Dual paper's Table 2 row: the tuned Dual mdLSTM on PTB (sec. 4.2).
+
+    python experiments/table2.py --scale smoke
+
+Trains the Table 2 configuration (850 units everywhere, 4 rounds, rank 100, the paper's dropouts
+and L2; 300 epochs at full scale), searches the evaluation window in [5, 70] and then the softmax
+temperature in [0.9, 1.3] on validation data, searches dynamic evaluation (lr x clip norm x window)
+once with Nadam's default beta_1 and once with beta_1 = 0, and applies each winner once to the
+test data. Writes results/table2_<scale>.csv beside the paper's 52.87/51.19 and 45.13/44.61 and
+the Mogrifier paper's 51.4/50.1 and 44.9/44.8, and every search trial to ..._search.csv.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import _cli
+
+_cli.set_backend(sys.argv)
+
+COLUMNS = ["model", "scale", "params", "epochs", "best_epoch", "train_seconds", "eval_seq_len",
+           "temperature", "valid_ppl", "test_ppl", "dyn_beta1", "dyn_lr", "dyn_clipnorm",
+           "dyn_seq_len", "dyn_valid_ppl", "dyn_test_ppl", "dyn0_lr", "dyn0_clipnorm",
+           "dyn0_seq_len", "dyn0_valid_ppl", "dyn0_test_ppl", "paper_valid_ppl", "paper_test_ppl",
+           "paper_dyn_valid_ppl", "paper_dyn_test_ppl", "mogrifier_valid_ppl",
+           "mogrifier_test_ppl", "mogrifier_dyn_valid_ppl", "mogrifier_dyn_test_ppl",
+           "departures", "commit", "date", "device", "backend", "versions"]
+SEARCH_COLUMNS = ["kind", "seq_len", "temperature", "lr", "clipnorm", "beta_1", "valid_ppl"]
+
+
+def main(argv=None):
+    p = _cli.Parser(prog="table2.py", description=__doc__.split("\n")[0])
+    p.add_argument("--scale", choices=["smoke", "small", "full"], default="smoke")
+    p.add_argument("--out", default=os.path.join(_cli.ROOT, "results"))
+    p.add_argument("--runs", default=os.path.join(_cli.ROOT, "runs"))
+    p.add_argument("--backend", choices=["tensorflow", "jax"], default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    _cli.check_writable(p, args.out)
+    _cli.check_writable(p, args.runs, "--runs")
+
+    from dualrnn import data, dyneval, evaluate, presets
+    from dualrnn.models import build_model, count_params
+    from dualrnn.results import paper_table2, provenance, read_csv, write_csv
+    from dualrnn.train import train
+
+    stem = os.path.join(args.out, f"table2_{args.scale}")
+    if read_csv(stem + ".csv"):
+        print(f"{stem}.csv exists: nothing to do (delete it to rerun)")
+        return 0
+    preset = presets.table2(args.scale)
+    grid = presets.TABLE2_SEARCH[args.scale]
+    corpus = data.load_corpus("ptb")
+    ev = preset.eval
+    valid = corpus.valid[:ev.max_tokens] if ev.max_tokens else corpus.valid
+    test = corpus.test[:ev.max_tokens] if ev.max_tokens else corpus.test
+    verbose = 0 if args.quiet else 2
+    model = build_model(preset, corpus.vocab_size, seed=args.seed)
+    result = train(model, corpus.train, valid, preset.train, eval_batch_size=ev.batch_size,
+                   eval_seq_len=ev.seq_len, verbose=verbose,
+                   checkpoint_dir=os.path.join(args.runs, os.path.basename(stem), preset.name))
+
+    s, t, vppl, trials = evaluate.search(model, valid, ev.batch_size, grid["seq_lens"],
+                                         grid["temperatures"])
+    search_rows = [dict(kind="static", seq_len=a, temperature=b, valid_ppl=c)
+                   for a, b, c in trials]
+    row = dict(model="Dual mdLSTM (ours)", scale=args.scale, params=count_params(model),
+               epochs=result.epochs, best_epoch=result.best_epoch,
+               train_seconds=round(result.wall_time, 1), eval_seq_len=s, temperature=t,
+               valid_ppl=round(vppl, 3),
+               test_ppl=round(evaluate.perplexity(model, test, ev.batch_size, s, t), 3),
+               dyn_beta1=ev.dyneval_beta_1)
+    for prefix, beta in (("dyn", ev.dyneval_beta_1), ("dyn0", 0.0)):
+        best, dtrials = dyneval.search(model, valid, grid["dyn_lrs"], grid["dyn_clipnorms"],
+                                       grid["dyn_seq_lens"], beta_1=beta,
+                                       batch_size=ev.dyneval_batch_size, temperature=t,
+                                       verbose=verbose)
+        search_rows += [dict(kind=prefix, temperature=t, valid_ppl=d.pop("ppl"), **d)
+                        for d in dtrials]
+        row.update({f"{prefix}_lr": best["lr"], f"{prefix}_clipnorm": best["clipnorm"],
+                    f"{prefix}_seq_len": best["seq_len"],
+                    f"{prefix}_valid_ppl": round(best["ppl"], 3),
+                    f"{prefix}_test_ppl": round(dyneval.dynamic_eval(
+                        model, test, batch_size=ev.dyneval_batch_size, seq_len=best["seq_len"],
+                        lr=best["lr"], clipnorm=best["clipnorm"], beta_1=beta,
+                        temperature=t), 3)})
+    paper = paper_table2()
+    for prefix, key in (("paper", "Dual mdLSTM"), ("mogrifier", "Mogrifier-LSTM")):
+        for k in ("valid_ppl", "test_ppl", "dyn_valid_ppl", "dyn_test_ppl"):
+            row[f"{prefix}_{k}"] = paper[key][k]
+    row.update(departures="; ".join(preset.departures) or "none", **provenance())
+    comment = (f"measured by experiments/table2.py --scale {args.scale}; paper_* = Dual paper "
+               f"Table 2, mogrifier_* = Mogrifier paper as reported there")
+    write_csv(stem + "_search.csv", search_rows, SEARCH_COLUMNS, comment)
+    write_csv(stem + ".csv", [row], COLUMNS, comment)
+    print(f"{'':<22}{'valid':>8}{'test':>8}{'dyn v':>8}{'dyn t':>8}")
+    print(f"{'Dual mdLSTM (ours)':<22}{row['valid_ppl']:>8.2f}{row['test_ppl']:>8.2f}"
+          f"{min(row['dyn_valid_ppl'], row['dyn0_valid_ppl']):>8.2f}"
+          f"{min(row['dyn_test_ppl'], row['dyn0_test_ppl']):>8.2f}")
+    for prefix, name in (("paper", "Dual mdLSTM (paper)"), ("mogrifier", "Mogrifier (paper)")):
+        print(f"{name:<22}" + "".join(f"{row[f'{prefix}_{k}']:>8.2f}" for k in
+                                      ("valid_ppl", "test_ppl", "dyn_valid_ppl", "dyn_test_ppl")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
