@@ -9,7 +9,6 @@ from dualrnn import data
 COUNTS = {"ptb": (929_589, 73_760, 82_430), "wikitext-2": (2_088_628, 217_646, 245_569)}
 
 
-@pytest.mark.jax
 @pytest.mark.parametrize("name,vocab,size", [("ptb", "paper", 10_000), ("ptb", "standard", 10_000),
                                              ("wikitext-2", "paper", 28_912),
                                              ("wikitext-2", "standard", 33_278)])

@@ -10,8 +10,6 @@ import dualrnn
 from dualrnn import presets
 from dualrnn.configs import ModelConfig
 
-pytestmark = pytest.mark.jax
-
 # Dual paper Table 1, exact counts (PTB: 10,000 types; WT2 lowercased: 28,912).
 COUNTS = {
     "ptb": dict(lstm=8_882_400, dual_lstm=9_603_000, dlstm=13_616_200, dual_dlstm=13_936_600,
@@ -54,6 +52,7 @@ def np_forward(model, ids):
     return x @ emb.T                                                   # eq. (7), no bias
 
 
+@pytest.mark.jax
 @pytest.mark.parametrize("name", presets.TABLE1_NAMES)
 def test_forward_pass_matches_numpy(name, rng):
     model = dualrnn.build_model(presets.table1(name, "ptb", "smoke"), 50, seed=1)
@@ -64,6 +63,7 @@ def test_forward_pass_matches_numpy(name, rng):
                                rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.jax
 @pytest.mark.parametrize("name", presets.TABLE1_NAMES)
 def test_save_and_load_round_trip(name, tmp_path, rng):
     model = dualrnn.build_model(presets.table1(name, "ptb", "smoke"), 40, seed=2)
@@ -77,6 +77,7 @@ def test_save_and_load_round_trip(name, tmp_path, rng):
                                   keras.ops.convert_to_numpy(model(ids)))
 
 
+@pytest.mark.jax
 def test_regularizers_reach_the_loss():
     cfg = presets.table1("dual_mdlstm", "ptb", "smoke").model.replace(
         activation_l2=1e-3, recurrent_input_l2=1e-4, recurrent_l2=1e-4, mogrifier_l2=1e-4)
@@ -114,3 +115,19 @@ def test_bad_configs(changes, match):
 def test_bad_names(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("switch", [dict(dual_input_dropout_on="embedding"),
+                                    dict(dual_embedding="dropped")])
+def test_dual_dropout_switches(switch, rng):
+    base = presets.table1("dual_lstm", "ptb", "smoke").model
+    a = dualrnn.build_model(base, 30, seed=1)
+    b = dualrnn.build_model(base.replace(**switch), 30, seed=1)
+    assert dualrnn.count_params(a) == dualrnn.count_params(b)
+    ids = rng.integers(0, 30, size=(2, 5))
+    # identical in inference (dropout off), different placement in training
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(a(ids)),
+                                  keras.ops.convert_to_numpy(b(ids)))
+    assert np.isfinite(keras.ops.convert_to_numpy(b(ids, training=True))).all()
+    if "dual_input_dropout_on" in switch:
+        assert b.dual.input_dropout == 0 and b.dual_embedding_drop.rate == base.dual_input_dropout
