@@ -77,8 +77,8 @@ def main(argv=None):
                                        grid["dyn_seq_lens"], beta_1=beta,
                                        batch_size=ev.dyneval_batch_size, temperature=t,
                                        verbose=verbose)
-        search_rows += [dict(kind=prefix, temperature=t, valid_ppl=d.pop("ppl"), **d)
-                        for d in dtrials]
+        search_rows += [dict(kind=prefix, temperature=t, valid_ppl=d["ppl"],
+                             **{k: v for k, v in d.items() if k != "ppl"}) for d in dtrials]
         row.update({f"{prefix}_lr": best["lr"], f"{prefix}_clipnorm": best["clipnorm"],
                     f"{prefix}_seq_len": best["seq_len"],
                     f"{prefix}_valid_ppl": round(best["ppl"], 3),
