@@ -27,7 +27,8 @@ from keras import ops
 
 from dualrnn.data import batchify
 from dualrnn.evaluate import check_tokens
-from dualrnn.streaming import StreamingLM, TokenNLL, WindowSequence, jit_compile_default
+from dualrnn.streaming import (StreamingLM, TokenNLL, WindowSequence, jit_compile_default,
+                               stream_nll)
 
 METHODS = ("nadam", "rms")
 
@@ -152,18 +153,10 @@ def dynamic_eval(model, tokens, batch_size=32, seq_len=25, lr=1e-4, clipnorm=0.5
     metric = TokenNLL()
     stream.compile(optimizer=optimizer, metrics=[metric], jit_compile=jit_compile_default())
     optimizer.build(stream.trainable_variables)  # eagerly: KrauseRMS records theta_0 here
-    total = count = 0.0
     try:
-        offset = 0
-        for tail in (False, True):
-            seq = WindowSequence(streams, seq_len, tail=tail)
-            if not len(seq):
-                continue
+        total, count = stream_nll(stream, metric, streams, seq_len, run=lambda seq, first: (
             stream.fit(seq, epochs=1, shuffle=False, verbose=verbose,
-                       callbacks=[_WindowGuard(offset)])
-            offset += len(seq)
-            total += float(ops.convert_to_numpy(metric.total))
-            count += float(ops.convert_to_numpy(metric.count))
+                       callbacks=[_WindowGuard(first)])))
     finally:
         for v, a in zip(model.trainable_variables, saved):
             v.assign(a)

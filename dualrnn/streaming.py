@@ -114,18 +114,24 @@ class WindowSequence(keras.utils.PyDataset):
         return (x, self._reset if i == self.first else self._keep), y
 
 
-def stream_nll(stream, metric, streams, seq_len, verbose=0):
-    """(summed NLL, number of targets) over all windows of ``streams``.
+def stream_nll(stream, metric, streams, seq_len, run=None, verbose=0):
+    """(summed NLL, number of targets) over all windows of ``streams``, in order.
 
-    ``stream`` is a ``StreamingLM`` compiled with the ``TokenNLL`` ``metric``. Runs Keras's
-    ``evaluate`` on the full windows, then on the shorter last window, carrying the state between
-    the two, so every target is scored exactly once.
+    ``stream`` is a ``StreamingLM`` compiled with the ``TokenNLL`` ``metric``. Keras's compiled
+    loop runs over the full windows, then over the shorter last window, with the state carried
+    between the two, so every target is scored exactly once. ``run(sequence, first_window)``
+    runs the loop over one ``WindowSequence``; the default is ``stream.evaluate`` (dynamic
+    evaluation passes ``stream.fit``).
     """
-    total, count = 0.0, 0.0
+    if run is None:
+        def run(seq, first_window):
+            stream.evaluate(seq, verbose=verbose)
+    total, count, first_window = 0.0, 0.0, 0
     for tail in (False, True):
         seq = WindowSequence(streams, seq_len, tail=tail)
         if len(seq):
-            stream.evaluate(seq, verbose=verbose)
+            run(seq, first_window)
+            first_window += len(seq)
             total += float(ops.convert_to_numpy(metric.total))
             count += float(ops.convert_to_numpy(metric.count))
     return total, count
