@@ -11,6 +11,8 @@ hyperparameters are transferred unchanged to the Dual rows, which add the Dual-o
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 
 from dualrnn.configs import EvalConfig, ModelConfig, TrainConfig
 
@@ -57,6 +59,64 @@ class Preset:
 
     def replace(self, **changes) -> "Preset":
         return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dataset": self.dataset, "scale": self.scale,
+                "model": self.model.to_dict(), "train": dataclasses.asdict(self.train),
+                "eval": dataclasses.asdict(self.eval), "departures": list(self.departures)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preset":
+        """The inverse of ``to_dict``; every field is validated (ValueError names the bad one)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a preset must be a JSON object, got {type(d).__name__}")
+        missing = sorted({"name", "dataset", "model", "train", "eval"} - set(d))
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if missing or unknown:
+            raise ValueError(f"preset fields missing {missing} / unknown {unknown}; a preset has "
+                             f"name, dataset, model, train, eval[, scale, departures]")
+        _check("dataset", d["dataset"], DATASETS)
+        _check("scale", d.get("scale", "full"), SCALES)
+        return cls(name=d["name"], dataset=d["dataset"], model=ModelConfig.from_dict(d["model"]),
+                   train=_from_fields(TrainConfig, d["train"]),
+                   eval=_from_fields(EvalConfig, d["eval"]), scale=d.get("scale", "full"),
+                   departures=tuple(d.get("departures", ())))
+
+
+def _from_fields(cls, d):
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {unknown}; allowed: {sorted(names)}")
+    d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return cls(**d).validate()
+
+
+def save_preset(preset: Preset, path: str) -> None:
+    """Write ``preset`` as JSON (what ``load_preset`` and ``table1.py --preset`` read)."""
+    from dualrnn.train import write_atomic
+
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(preset.to_dict(), f, indent=2)
+            f.write("\n")
+
+    write_atomic(path, write)
+
+
+def load_preset(path: str) -> Preset:
+    """Read a preset written by ``save_preset`` (or ``tuning/export.py --best``)."""
+    if not os.path.isfile(path):
+        raise ValueError(f"preset file {path!r} does not exist")
+    try:
+        with open(path) as f:
+            d = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"preset file {path!r} is not valid JSON: {e}") from None
+    try:
+        return Preset.from_dict(d)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"preset file {path!r}: {e}") from None
 
 
 def _check(name, value, allowed):
@@ -155,3 +215,26 @@ TABLE2_SEARCH = {
                  dyn_lrs=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3), dyn_clipnorms=(0.1, 0.25, 0.5, 1.0),
                  dyn_seq_lens=(10, 25, 50)),
 }
+
+
+# Dual appendix Tables 3 and 4: the search ranges. "*" marks the Dual-only ones. Integers and
+# choices are sets of allowed values, (low, high) pairs are closed intervals. Read by tuning/.
+APPENDIX_GRID = {
+    "epochs": (100, 300),                      # Num epochs
+    "learning_rate": (1e-6, 1e-3),             # Learning rate (searched log-uniformly)
+    "batch_size": (32, 128),                   # Batch size
+    "seq_len": (10, 25, 50),                   # Seq len
+    "embedding_units": (400, 850),             # Embedding units
+    "recurrent_units": (400, 850, 1150),       # Recurrent units
+    "layers": (1, 2, 3),                       # LSTM layers
+    "dual_units": (400, 850),                  # Dual units*
+    "l2": (0.0, 1e-6, 1e-5),                   # every "... L2reg" of Tables 3-4
+    "dropout": (0.0, 0.5),                     # every "... Drop." but the mogrifier's: [0, 0.5]
+    "mogrifier_dropout": (0.0, 0.2),           # Mogrifier Drop.: [0, 0.2]
+    "mogrifier_rounds": (0, 2, 3, 4, 5, 6),    # Mogrifier deep
+    "mogrifier_rank": (0, 50, 100, 200),       # Mogrifier rank (0 = full)
+    "dyneval_lr": (1e-6, 1e-3),                # Learning rate eval
+    "dyneval_seq_len": (5, 50),                # Seq len eval
+    "dyneval_clipnorm": (0.0, 1.0),            # Clipnorm eval
+}
+DUAL_ONLY = ("dual_units", "dual_l2", "dual_input_dropout", "dual_output_dropout")

@@ -142,8 +142,9 @@ def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_siz
     ``config`` gives epochs, batch size, window, Nadam's learning rate and ``beta_1``, optional
     per-variable gradient clipping and the training-split truncation. Validation perplexity uses
     ``eval_batch_size``/``eval_seq_len`` (default: the training ones). With ``checkpoint_dir`` a
-    checkpoint is written after every epoch and a rerun resumes from it; a checkpoint of another
-    model or training configuration is refused.
+    checkpoint is written after every epoch and a rerun resumes from it, also with a larger
+    ``config.epochs`` (training on); a checkpoint of another model or training configuration is
+    refused.
     """
     config = config.validate()
     train_tokens = check_tokens(train_tokens, model.vocab_size)
@@ -162,8 +163,9 @@ def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_siz
                    jit_compile=jit_compile_default())
     stream.optimizer.build(stream.trainable_variables)
 
+    # ``epochs`` is left out: a checkpoint may be trained on for more epochs (Hyperband does).
     identity = {"model": model.model_config.to_dict(), "vocab_size": model.vocab_size,
-                "train": dataclasses.asdict(config)}
+                "train": {k: v for k, v in dataclasses.asdict(config).items() if k != "epochs"}}
     state = {"epoch": 0, "best_valid_ppl": math.inf, "best_epoch": 0, "history": [],
              "wall_time": 0.0, "identity": identity}
     best = _to_numpy(model.trainable_variables)

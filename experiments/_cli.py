@@ -1,67 +1,18 @@
-"""Shared command-line plumbing of the experiment scripts: one-line errors with exit code 2."""
+"""Bootstrap of the scripts: repository root on sys.path, and ``dualrnn/cli.py`` loaded by path.
 
-from __future__ import annotations
+Loading it by path skips ``dualrnn/__init__`` (which imports Keras), so ``set_backend`` still
+works. The same file sits in experiments/ and tuning/.
+"""
 
-import argparse
+import importlib.util
 import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
-
-
-class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line (``prog: error: ...``) and exit with 2."""
-
-    def error(self, message):
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        sys.exit(2)
-
-
-def set_backend(argv):
-    """Honour ``--backend NAME`` before Keras is imported (it reads KERAS_BACKEND once)."""
-    for i, a in enumerate(argv):
-        if a == "--backend" and i + 1 < len(argv):
-            os.environ["KERAS_BACKEND"] = argv[i + 1]
-        elif a.startswith("--backend="):
-            os.environ["KERAS_BACKEND"] = a.split("=", 1)[1]
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def check_writable(parser, folder, flag="--out"):
-    """Fail (exit 2) unless ``folder`` is, or can be made as, a writable folder. Creates nothing."""
-    probe = os.path.abspath(folder)
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    if not os.path.isdir(probe):
-        parser.error(f"{flag} {folder!r} cannot be a folder: {probe!r} is a file")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        parser.error(f"{flag} {folder!r} is not writable")
-
-
-def csv_list(choices):
-    """argparse type: comma-separated names, each one of ``choices``."""
-
-    def parse(text):
-        names = [t for t in text.split(",") if t]
-        bad = [n for n in names if n not in choices]
-        if bad or not names:
-            raise argparse.ArgumentTypeError(
-                f"{','.join(bad) or repr(text)} not in the allowed set {{{','.join(choices)}}}")
-        return names
-
-    return parse
-
-
-def in_range(lo, hi, kind=float):
-    def parse(text):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"{v} is outside the paper's range [{lo}, {hi}]")
-        return v
-
-    return parse
+_spec = importlib.util.spec_from_file_location("_dualrnn_cli", os.path.join(ROOT, "dualrnn", "cli.py"))
+_cli = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_cli)
+Parser, check_writable, csv_list, in_range, set_backend = (
+    _cli.Parser, _cli.check_writable, _cli.csv_list, _cli.in_range, _cli.set_backend)

@@ -1,0 +1,67 @@
+"""Command-line plumbing shared by experiments/ and tuning/: one-line errors with exit code 2.
+
+It imports nothing of Keras or of dualrnn, so the scripts load it by path (their `_cli.py`)
+before Keras is imported, and ``set_backend`` can still choose the backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (``prog: error: ...``) and exit with 2."""
+
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(2)
+
+
+def set_backend(argv):
+    """Honour ``--backend NAME`` before Keras is imported (it reads KERAS_BACKEND once)."""
+    for i, a in enumerate(argv):
+        if a == "--backend" and i + 1 < len(argv):
+            os.environ["KERAS_BACKEND"] = argv[i + 1]
+        elif a.startswith("--backend="):
+            os.environ["KERAS_BACKEND"] = a.split("=", 1)[1]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def check_writable(parser, folder, flag="--out"):
+    """Fail (exit 2) unless ``folder`` is, or can be made as, a writable folder. Creates nothing."""
+    probe = os.path.abspath(folder)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        parser.error(f"{flag} {folder!r} cannot be a folder: {probe!r} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        parser.error(f"{flag} {folder!r} is not writable")
+
+
+def csv_list(choices):
+    """argparse type: comma-separated names, each one of ``choices``."""
+
+    def parse(text):
+        names = [t for t in text.split(",") if t]
+        bad = [n for n in names if n not in choices]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(
+                f"{','.join(bad) or repr(text)} not in the allowed set {{{','.join(choices)}}}")
+        return names
+
+    return parse
+
+
+def in_range(lo, hi, kind=float):
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{v} is outside the paper's range [{lo}, {hi}]")
+        return v
+
+    return parse
