@@ -56,6 +56,9 @@ def write_atomic(path, write):
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)           # mkstemp's 0600 would hide it from others
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -28,7 +28,8 @@ NAMES = ("lstm", "dual_lstm", "dlstm", "dual_dlstm", "mdlstm", "dual_mdlstm")
 
 def parse(argv):
     p = _cli.Parser(prog="table1.py", description=__doc__.split("\n")[0])
-    p.add_argument("--dataset", choices=["ptb", "wikitext-2"], default="ptb")
+    p.add_argument("--dataset", choices=["ptb", "wikitext-2"], default=None,
+                   help="default ptb, or the --preset's dataset")
     p.add_argument("--scale", choices=["smoke", "small", "full"], default="smoke")
     p.add_argument("--models", type=_cli.csv_list(NAMES), default=list(NAMES),
                    help="comma-separated subset of " + ",".join(NAMES))
@@ -40,9 +41,29 @@ def parse(argv):
                    help="evaluation window, in the paper's range [5, 70] (default 25)")
     p.add_argument("--temperature", type=_cli.in_range(0.9, 1.3), default=None,
                    help="softmax temperature, in the paper's range [0.9, 1.3] (default 1.0)")
+    p.add_argument("--preset", default=None, metavar="FILE",
+                   help="a preset JSON (tuning/export.py --best) instead of the built-in row; "
+                        "its CSV is table1_<dataset>_<scale>_<FILE's stem>.csv")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
+    args.custom = None
+    if args.preset:
+        from dualrnn.presets import load_preset
+
+        try:
+            args.custom = load_preset(args.preset)
+        except ValueError as e:
+            p.error(str(e))
+        if args.custom.scale != "full" or args.custom.name not in NAMES:
+            p.error(f"--preset {args.preset!r} must be a paper-scale (scale 'full') preset named "
+                    f"one of {','.join(NAMES)}, got {args.custom.scale!r} {args.custom.name!r}")
+        if args.dataset not in (None, args.custom.dataset):
+            p.error(f"--dataset {args.dataset} but --preset {args.preset!r} is for "
+                    f"{args.custom.dataset}")
+        args.dataset = args.custom.dataset
+        args.models = [args.custom.name]
+    args.dataset = args.dataset or "ptb"
     _cli.check_writable(p, args.out)
     _cli.check_writable(p, args.runs, "--runs")
     return args
@@ -80,6 +101,8 @@ def main(argv=None):
         sys.stderr.write(f"table1.py: error: {e}\n")
         return 2
     stem = os.path.join(args.out, f"table1_{args.dataset}_{args.scale}")
+    if args.custom:
+        stem += "_" + os.path.splitext(os.path.basename(args.preset))[0]
     rows = {r["model"]: r for r in read_csv(stem + ".csv")}
     history = read_csv(stem + "_history.csv")
     paper = paper_table1(args.dataset)
@@ -88,7 +111,10 @@ def main(argv=None):
         if name in rows:
             print(f"{name}: already in {stem}.csv, skipped (delete its row to rerun)")
             continue
-        preset = presets.table1(name, args.dataset, args.scale)
+        if args.custom:
+            preset = presets.at_scale(args.custom, args.scale)
+        else:
+            preset = presets.table1(name, args.dataset, args.scale)
         if args.eval_seq_len or args.temperature:
             preset = preset.replace(eval=preset.eval.replace(
                 seq_len=args.eval_seq_len or preset.eval.seq_len,
@@ -106,7 +132,9 @@ def main(argv=None):
                    paper_dyn_test_ppl=pp["dyn_test_ppl"],
                    departures="; ".join(preset.departures) or "none", **provenance())
         comment = (f"measured by experiments/table1.py --dataset {args.dataset} --scale "
-                   f"{args.scale}; paper_* columns are the paper's Table 1")
+                   f"{args.scale}" + (f" --preset {os.path.basename(args.preset)}"
+                                      if args.preset else "")
+                   + "; paper_* columns are the paper's Table 1")
         # merged under a lock: other processes may be filling other rows of the same table
         rank = lambda r: (NAMES.index(r["model"]), int(r.get("epoch") or 0))  # noqa: E731
         rows = {r["model"]: r for r in update_csv(stem + ".csv", [row], "model", COLUMNS,

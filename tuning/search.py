@@ -54,10 +54,14 @@ def parse(argv):
     p.add_argument("--reference", action="store_true",
                    help="one trial of the hand-chosen presets.table1 row instead of a search")
     p.add_argument("--backend", choices=["tensorflow", "jax"], default=None)
+    p.add_argument("--factor", type=positive_int, default=3,
+                   help="Hyperband's reduction factor (at least 2)")
     p.add_argument("--seed", type=int, default=0, help="oracle and initialisation seed")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     _cli.check_writable(p, args.dir, "--dir")
+    if args.factor < 2:
+        p.error(f"--factor {args.factor} must be at least 2")
     if args.transfer_from:
         if args.arch != "dual":
             p.error("--transfer-from needs --arch dual (ERS values are transferred to Dual)")
@@ -112,6 +116,7 @@ def main(argv=None):
         source = {"reference": f"dualrnn.presets.table1({name!r}, {args.dataset!r})"}
     identity = {"arch": args.arch, "recurrent": args.recurrent, "dataset": args.dataset,
                 "scale": args.scale, "tuner": args.tuner, "seed": args.seed,
+                "factor": args.factor if args.tuner == "hyperband" else None,
                 "fixed": fixed, "source": source}
     meta_path = os.path.join(args.dir, SEARCH)
     if os.path.exists(meta_path):
@@ -130,7 +135,8 @@ def main(argv=None):
     hypermodel = DualHyperModel(args.arch, args.recurrent, args.dataset, args.scale,
                                 corpus.vocab_size, fixed=fixed,
                                 hyperband=args.tuner == "hyperband", seed=args.seed)
-    tuner = make_tuner(args.tuner, hypermodel, args.dir, args.max_trials, seed=args.seed)
+    tuner = make_tuner(args.tuner, hypermodel, args.dir, args.max_trials, seed=args.seed,
+                       factor=args.factor)
     role = os.environ.get("KERASTUNER_TUNER_ID", "")
     try:
         tuner.search(corpus, verbose=0 if args.quiet else 2)
