@@ -65,3 +65,18 @@ def in_range(lo, hi, kind=float):
         return v
 
     return parse
+
+
+def add_run_flags(parser, root):
+    """The flags every experiment script shares: --out, --runs, --backend, --seed, --quiet."""
+    parser.add_argument("--out", default=os.path.join(root, "results"), help="CSV/plot folder")
+    parser.add_argument("--runs", default=os.path.join(root, "runs"), help="checkpoint folder")
+    parser.add_argument("--backend", choices=["tensorflow", "jax"], default=None,
+                        help="Keras backend (default: $KERAS_BACKEND or tensorflow)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true")
+
+
+def check_run_flags(parser, args):
+    check_writable(parser, args.out)
+    check_writable(parser, args.runs, "--runs")

@@ -33,10 +33,6 @@ def parse(argv):
     p.add_argument("--scale", choices=["smoke", "small", "full"], default="smoke")
     p.add_argument("--models", type=_cli.csv_list(NAMES), default=list(NAMES),
                    help="comma-separated subset of " + ",".join(NAMES))
-    p.add_argument("--out", default=os.path.join(_cli.ROOT, "results"), help="CSV/plot folder")
-    p.add_argument("--runs", default=os.path.join(_cli.ROOT, "runs"), help="checkpoint folder")
-    p.add_argument("--backend", choices=["tensorflow", "jax"], default=None,
-                   help="Keras backend (default: $KERAS_BACKEND or tensorflow)")
     p.add_argument("--eval-seq-len", type=_cli.in_range(5, 70, int), default=None,
                    help="evaluation window, in the paper's range [5, 70] (default 25)")
     p.add_argument("--temperature", type=_cli.in_range(0.9, 1.3), default=None,
@@ -44,8 +40,7 @@ def parse(argv):
     p.add_argument("--preset", default=None, metavar="FILE",
                    help="a preset JSON (tuning/export.py --best) instead of the built-in row; "
                         "its CSV is table1_<dataset>_<scale>_<FILE's stem>.csv")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
+    _cli.add_run_flags(p, _cli.ROOT)
     args = p.parse_args(argv)
     args.custom = None
     if args.preset:
@@ -64,8 +59,7 @@ def parse(argv):
         args.dataset = args.custom.dataset
         args.models = [args.custom.name]
     args.dataset = args.dataset or "ptb"
-    _cli.check_writable(p, args.out)
-    _cli.check_writable(p, args.runs, "--runs")
+    _cli.check_run_flags(p, args)
     return args
 
 

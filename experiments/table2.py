@@ -32,14 +32,9 @@ SEARCH_COLUMNS = ["kind", "seq_len", "temperature", "lr", "clipnorm", "beta_1", 
 def main(argv=None):
     p = _cli.Parser(prog="table2.py", description=__doc__.split("\n")[0])
     p.add_argument("--scale", choices=["smoke", "small", "full"], default="smoke")
-    p.add_argument("--out", default=os.path.join(_cli.ROOT, "results"))
-    p.add_argument("--runs", default=os.path.join(_cli.ROOT, "runs"))
-    p.add_argument("--backend", choices=["tensorflow", "jax"], default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
+    _cli.add_run_flags(p, _cli.ROOT)
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    _cli.check_writable(p, args.out)
-    _cli.check_writable(p, args.runs, "--runs")
+    _cli.check_run_flags(p, args)
 
     from dualrnn import data, dyneval, evaluate, presets
     from dualrnn.models import build_model, count_params

@@ -1,4 +1,5 @@
 import csv
+import json
 import math
 import os
 import subprocess
@@ -48,9 +49,19 @@ def test_table1_smoke_end_to_end_and_resume(tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (["--dataset", "ptb2"], "ptb2"), (["--scale", "huge"], "huge"),
     (["--models", "lstm,gru"], "gru"), (["--eval-seq-len", "80"], "[5, 70]"),
-    (["--temperature", "1.5"], "[0.9, 1.3]")])
+    (["--temperature", "1.5"], "[0.9, 1.3]"), (["--preset", "/nonexistent.json"], "does not exist"),
+    (["--preset", "BAD_PRESET"], "unknown ModelConfig fields ['widths']"),
+    (["--preset", "GOOD_PRESET", "--dataset", "wikitext-2"], "is for ptb")])
 def test_table1_bad_input(args, needle, tmp_path):
     out = str(tmp_path / "out")
+    from dualrnn import presets
+
+    good = presets.table1("lstm", "ptb", "full").to_dict()
+    for name, d in (("GOOD_PRESET", good), ("BAD_PRESET", {**good, "model": {"widths": 3}})):
+        if name in args:
+            path = tmp_path / f"{name}.json"
+            path.write_text(json.dumps(d))
+            args = [str(path) if a == name else a for a in args]
     r = run(TABLE1, *args, "--out", out, timeout=120)
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
@@ -86,3 +97,12 @@ def test_table2_smoke_end_to_end(tmp_path):
     assert 5 <= int(row["eval_seq_len"]) <= 70 and 0.9 <= float(row["temperature"]) <= 1.3
     search = rows(os.path.join(out, "table2_smoke_search.csv"))
     assert {s["kind"] for s in search} == {"static", "dyn", "dyn0"}
+
+
+def test_preset_json_round_trip(tmp_path):
+    from dualrnn import presets
+
+    for p in (presets.table1("dual_mdlstm", "wikitext-2", "small"), presets.table2("full")):
+        path = str(tmp_path / "p.json")
+        presets.save_preset(p, path)
+        assert presets.load_preset(path) == p
