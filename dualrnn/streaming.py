@@ -39,10 +39,14 @@ class TokenNLL(keras.metrics.Metric):
         self.count.assign(0.0)
 
 
-def jit_compile_default():
-    """XLA on JAX (its only compiled mode); tf.function without XLA on TensorFlow, which measured
-    faster for these recurrent loops on CPU."""
-    return keras.backend.backend() == "jax"
+def jit_compile_default(model=None):
+    """Whether Keras's compiled loops use XLA: always on JAX (its only compiled mode); on
+    TensorFlow for the fast implementation (``layers.fused``), which measured faster with XLA,
+    but not for ``implementation="reference"`` (Keras's cell-by-cell LSTM), which measured faster
+    without. ``model``: the ``LanguageModel`` (``None``: the default, fast)."""
+    if keras.backend.backend() == "jax":
+        return True
+    return getattr(model, "implementation", "fast") == "fast"
 
 
 class StreamingLM(keras.Model):

@@ -397,12 +397,15 @@ def run(args):
     torch = optional_torch()
     versions = prov["versions"] + (f"; torch {torch.__version__}" if torch is not None else "")
     backend = keras.backend.backend()
-    jit = {"default": jit_compile_default(), "on": True, "off": False}[args.jit]
+    jit_of = lambda impl: {"default": jit_compile_default(  # noqa: E731
+        type("M", (), {"implementation": impl})), "on": True, "off": False}[args.jit]
+    jit = jit_of("fast")
     unroll = {"default": None, "on": True, "off": False}[args.unroll]
     unroll_used = fused.default_unroll() if unroll is None else unroll
     print(f"throughput: backend {backend}, device {prov['device']}, scale {args.scale}, "
           f"batch {args.batch_size}, window {args.seq_len}, vocab {args.vocab}, "
-          f"{args.precision}, XLA {jit}, unroll {unroll_used}; {versions}", flush=True)
+          f"{args.precision}, XLA {jit} (keras rows {jit_of('reference')}), unroll {unroll_used}; "
+          f"{versions}", flush=True)
     peak, peak_lib, peaks = gemm_peak(args.precision)
     print("GEMM peak: " + ", ".join(f"{k} {v:.1f}" for k, v in peaks.items())
           + f" GFLOP/s (using {peak_lib})", flush=True)
@@ -439,9 +442,9 @@ def run(args):
                 if impl == "reference" and mode != "train" and args.scale != "full":
                     continue  # quick/tiny: the keras.layers.LSTM comparison for training only
                 with PeakMemory() as mem:
-                    seconds = measure_library(cfg, args, mode, impl, jit, unroll)
+                    seconds = measure_library(cfg, args, mode, impl, jit_of(impl), unroll)
                 record(name, mode, name, cfg, "fast" if impl == "fast" else "keras",
-                       "table1" if mode == "train" else "none", seconds, mem, jit,
+                       "table1" if mode == "train" else "none", seconds, mem, jit_of(impl),
                        keras_gpu_peak())
     if "train" in args.modes:
         if "mdlstm" in [family_of(n) for n in args.models]:

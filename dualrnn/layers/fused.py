@@ -42,8 +42,8 @@ def _as_list4(mask):
 
 
 def _scan(step, init, xs, unroll):
-    """``ops.scan`` over the leading (time) axis of the tensors in ``xs``; the step returns
-    ``(carry, carry)`` (TensorFlow's scan wants outputs shaped like the carry)."""
+    """The loop over the leading (time) axis of the tensors in ``xs``; the step returns
+    ``(carry, (h,))``. ``unroll=True`` unrolls it at trace time (static window length)."""
     steps = ops.shape(xs[0])[0]
     if unroll and isinstance(steps, int):
         carry, outs = init, []
@@ -51,7 +51,7 @@ def _scan(step, init, xs, unroll):
             carry, y = step(carry, [v[t] for v in xs])
             outs.append(y[0])
         return carry, ops.stack(outs, axis=0)
-    carry, ys = ops.scan(step, init, xs)
+    carry, ys = _scan_all(step, init, xs, 1)
     return carry, ys[0]
 
 
@@ -137,7 +137,7 @@ def _lstm_sequence(cell, xs, h0, c0, kernel, recurrent, bias, dp, rdp, unroll):
         def step(carry, inputs):
             h, c = carry
             h, c = _gates(cell, inputs[0] + ops.matmul(h, recurrent), c)
-            return (h, c), (h, c)
+            return (h, c), (h,)
     else:
         blocks = _gate_blocks(recurrent, units)                               # (4, H, H)
 
@@ -145,7 +145,7 @@ def _lstm_sequence(cell, xs, h0, c0, kernel, recurrent, bias, dp, rdp, unroll):
             h, c = carry
             z = inputs[0] + _join_gates(ops.matmul(ops.expand_dims(h, 0) * rmask, blocks))
             h, c = _gates(cell, z, c)
-            return (h, c), (h, c)
+            return (h, c), (h,)
     (h, c), ys = _scan(step, (h0, c0), [proj], unroll)
     return ys, h, c
 
@@ -203,7 +203,7 @@ def _mogrifier_step(cell, xs, kernel, recurrent, bias, weights, dp, rdp, mog_mas
         if bias is not None:
             z = z + bias
         h, c = _gates(cell, z, c)
-        return (h, c), (h, c)
+        return (h, c), (h,)
 
     return step, seqs
 
@@ -309,15 +309,18 @@ def lstm_recurrence(proj, h0, c0, recurrent, rmask=None):
 
 
 def _scan_all(step, init, xs, n_out, reverse=False):
-    """``ops.scan`` returning all per-step outputs (a tuple); on TensorFlow, whose scan wants the
-    outputs shaped like the carry, the extra outputs are collected as a second scan output."""
+    """``ops.scan`` of ``step`` (which returns ``(carry, n_out outputs)``) over the leading axis of
+    ``xs``. On TensorFlow a ``tf.while_loop`` with its iteration count set, so that it also compiles
+    with XLA and its outputs need not be shaped like the carry."""
     import keras
 
     if keras.backend.backend() != "tensorflow":
         return ops.scan(step, init, xs, reverse=reverse)
     import tensorflow as tf
 
-    steps = tf.shape(xs[0])[0]
+    steps = xs[0].shape[0]
+    if steps is None:
+        steps = tf.shape(xs[0])[0]
     arrays = [tf.TensorArray(xs[0].dtype, size=steps) for _ in range(n_out)]
 
     def body(t, carry, arrays):
@@ -327,5 +330,5 @@ def _scan_all(step, init, xs, n_out, reverse=False):
 
     _, carry, arrays = tf.while_loop(
         lambda t, *_: t >= 0 if reverse else t < steps, body,
-        (steps - 1 if reverse else 0, tuple(init), arrays))
+        (steps - 1 if reverse else 0, tuple(init), arrays), maximum_iterations=steps)
     return carry, tuple(a.stack() for a in arrays)
