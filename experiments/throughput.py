@@ -51,6 +51,22 @@ TARGET_COLUMNS = ["backend", "scale", "target", "required", "measured", "met", "
 _cli.set_backend(sys.argv)
 
 
+def count(lo, hi):
+    """argparse type: an integer in [lo, hi]."""
+    import argparse
+
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{v} is outside [{lo}, {hi}]")
+        return v
+
+    return parse
+
+
 def parse(argv):
     p = _cli.Parser(prog="throughput.py", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true",
@@ -74,15 +90,15 @@ def parse(argv):
                    help="XLA for the library's rows (default: streaming.jit_compile_default)")
     p.add_argument("--unroll", choices=["default", "on", "off"], default="default",
                    help="unroll the fast Mogrifier loop (default: layers.fused.default_unroll)")
-    p.add_argument("--steps", type=_cli.in_range(1, 10_000, int), default=None,
+    p.add_argument("--steps", type=count(1, 10_000), default=None,
                    help="timed steps per row (default 8; --quick 3; --tiny 1)")
-    p.add_argument("--warmup", type=_cli.in_range(1, 100, int), default=None,
+    p.add_argument("--warmup", type=count(1, 100), default=None,
                    help="warm-up steps per row, not timed (default 3; --quick 2; --tiny 1)")
-    p.add_argument("--batch-size", type=_cli.in_range(1, 4096, int), default=None,
+    p.add_argument("--batch-size", type=count(1, 4096), default=None,
                    help="streams per window (default 32, the PTB batch)")
-    p.add_argument("--seq-len", type=_cli.in_range(1, 1000, int), default=None,
+    p.add_argument("--seq-len", type=count(1, 1000), default=None,
                    help="window (default 25)")
-    p.add_argument("--vocab", type=_cli.in_range(2, 1_000_000, int), default=None,
+    p.add_argument("--vocab", type=count(2, 1_000_000), default=None,
                    help="vocabulary size (default 10,000, PTB)")
     p.add_argument("--out", default=os.path.join(_cli.ROOT, "results"), help="CSV/plot folder")
     p.add_argument("--no-plot", action="store_true")
@@ -209,7 +225,7 @@ def timed(step, warmup, steps):
     return times[len(times) // 2]
 
 
-def gemm_peak(precision):
+def gemm_peak(precision, n=None):
     """Best GFLOP/s of a large square matrix product: numpy (CPU), the Keras backend, torch."""
     import keras
     import numpy as np
@@ -217,7 +233,7 @@ def gemm_peak(precision):
     from dualrnn.results import device_name
 
     on_gpu = "cores)" not in device_name()
-    n = 8192 if on_gpu else 2048
+    n = n or (8192 if on_gpu else 2048)
     dtype = "bfloat16" if precision == "mixed_bfloat16" else (
         "float16" if precision == "mixed_float16" else "float32")
     flops = 2 * n ** 3
@@ -406,7 +422,7 @@ def run(args):
           f"batch {args.batch_size}, window {args.seq_len}, vocab {args.vocab}, "
           f"{args.precision}, XLA {jit} (keras rows {jit_of('reference')}), unroll {unroll_used}; "
           f"{versions}", flush=True)
-    peak, peak_lib, peaks = gemm_peak(args.precision)
+    peak, peak_lib, peaks = gemm_peak(args.precision, 256 if args.tiny else None)
     print("GEMM peak: " + ", ".join(f"{k} {v:.1f}" for k, v in peaks.items())
           + f" GFLOP/s (using {peak_lib})", flush=True)
     rows = []
