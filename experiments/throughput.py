@@ -402,7 +402,7 @@ def family_of(name):
     return name.removeprefix("dual_")
 
 
-def run(args):
+def run(args, save=None):
     import keras
 
     from dualrnn.layers import fused
@@ -446,6 +446,9 @@ def run(args):
                  peak_memory_mb=memory.megabytes(gpu), device=prov["device"],
                  versions=versions, commit=prov["commit"], date=prov["date"])
         rows.append(r)
+        if save is not None:     # written row by row: a run stopped early keeps what it measured
+            add_ratios(rows)
+            save(rows)
         print(f"  {row:<14}{mode:<8}{implementation:<12}{tps:>10.1f} tokens/s "
               f"{r['gflops_per_s']:>8.1f} GFLOP/s ({r['fraction_of_peak']:.0%} of peak) "
               f"{r['peak_memory_mb']:>8.0f} MB", flush=True)
@@ -613,11 +616,11 @@ def main(argv=None):
         return 0
     from dualrnn.results import device_name, provenance, update_csv
 
-    rows = run(args)
     stem = os.path.join(args.out, f"throughput_{slug(device_name())}")
     key = ("backend", "scale", "row", "mode", "implementation")
     comment = ("measured by experiments/throughput.py; tokens/s are medians of timed steps "
                "after warm-up; vs_* are ratios of tokens/s measured in the same run")
+    rows = run(args, save=lambda rows: update_csv(stem + ".csv", rows, key, COLUMNS, comment))
     merged = update_csv(stem + ".csv", rows, key, COLUMNS, comment)
     prov = provenance()
     checks = [dict(c, backend=rows[0]["backend"], scale=args.scale, device=prov["device"],
