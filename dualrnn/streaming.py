@@ -40,13 +40,12 @@ class TokenNLL(keras.metrics.Metric):
 
 
 def jit_compile_default(model=None):
-    """Whether Keras's compiled loops use XLA: always on JAX (its only compiled mode); on
-    TensorFlow for the fast implementation (``layers.fused``), which measured faster with XLA,
-    but not for ``implementation="reference"`` (Keras's cell-by-cell LSTM), which measured faster
-    without. ``model``: the ``LanguageModel`` (``None``: the default, fast)."""
-    if keras.backend.backend() == "jax":
-        return True
-    return getattr(model, "implementation", "fast") == "fast"
+    """XLA on JAX (its only compiled mode); tf.function without XLA on TensorFlow, which measured
+    faster there for the reference cells and for the Dual models with the fast path (XLA's CPU
+    random numbers make the dropout masks costly); ``experiments/throughput.py --jit on``
+    measures the other choice. ``model`` is accepted for callers that pass it; the choice is per
+    backend."""
+    return keras.backend.backend() == "jax"
 
 
 class StreamingLM(keras.Model):

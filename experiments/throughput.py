@@ -254,18 +254,8 @@ def gemm_peak(precision, n=None):
         x = tf.cast(tf.constant(a), dtype)
         mm = tf.function(lambda u: tf.matmul(u, u))
         results["tensorflow"] = flops / timed(lambda: mm(x).numpy(), 2, 5) / 1e9
-    torch = optional_torch()
-    if torch is not None:
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
-        x = torch.tensor(a, device=dev, dtype=getattr(torch, dtype))
-
-        def run():
-            y = x @ x
-            if dev == "cuda":
-                torch.cuda.synchronize()
-            return y
-
-        results["torch"] = flops / timed(run, 2, 5) / 1e9
+    if torch_version() is not None:
+        results["torch"] = flops / in_torch_process(_torch_gemm, n, dtype) / 1e9
     best = max(results, key=results.get)
     return results[best], best, results
 
@@ -277,6 +267,44 @@ def optional_torch():
         return None
     torch.set_num_threads(os.cpu_count() or 1)
     return torch
+
+
+def torch_version():
+    """torch's version without importing it here (its thread pool would compete with the
+    backend's), or None where it is not installed."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def in_torch_process(fn, *args):
+    """``fn(*args)`` in a fresh process (torch's thread pool must not compete with the Keras
+    backend's: in one process torch measured several times slower)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def _torch_gemm(n, dtype):
+    """Seconds per n x n x n matrix product in torch (GPU where there is one)."""
+    import numpy as np
+
+    torch = optional_torch()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    x = torch.tensor(a, device=dev, dtype=getattr(torch, dtype))
+
+    def run():
+        y = x @ x
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        return y
+
+    return timed(run, 2, 5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,8 +384,23 @@ def measure_keras_plain(cfg, args):
     return timed(lambda: model.train_on_batch(ids, targets), args.warmup, args.steps), jit
 
 
-def measure_torch_plain(cfg, args, torch):
-    """``torch.nn.LSTM`` (cuDNN on a GPU) with the same widths, tied output, NAdam."""
+def measure_torch_plain(cfg, args):
+    """``torch.nn.LSTM`` (cuDNN on a GPU) with the same widths, tied output, NAdam; measured in a
+    fresh process, so that its thread pool does not compete with the Keras backend's. Returns
+    (seconds per step, peak memory in bytes)."""
+    settings = {k: getattr(args, k) for k in ("seed", "vocab", "batch_size", "seq_len",
+                                              "precision", "warmup", "steps")}
+    return in_torch_process(_torch_worker, cfg.embedding_units, tuple(cfg.recurrent_units),
+                            settings)
+
+
+def _torch_worker(embedding_units, recurrent_units, settings):
+    import types
+
+    import numpy as np
+
+    torch = optional_torch()
+    args = types.SimpleNamespace(**settings)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(args.seed)
     nn = torch.nn
@@ -365,8 +408,8 @@ def measure_torch_plain(cfg, args, torch):
     class TorchLSTM(nn.Module):
         def __init__(self):
             super().__init__()
-            self.embed = nn.Embedding(args.vocab, cfg.embedding_units)
-            sizes = (cfg.embedding_units,) + tuple(cfg.recurrent_units)
+            self.embed = nn.Embedding(args.vocab, embedding_units)
+            sizes = (embedding_units,) + tuple(recurrent_units)
             self.rnns = nn.ModuleList(nn.LSTM(d, h, batch_first=True)
                                       for d, h in zip(sizes[:-1], sizes[1:]))
 
@@ -378,7 +421,9 @@ def measure_torch_plain(cfg, args, torch):
 
     model = TorchLSTM().to(dev)
     opt = torch.optim.NAdam(model.parameters(), lr=1e-3)
-    ids, targets = (torch.tensor(a, dtype=torch.long, device=dev) for a in data(args, args.vocab))
+    rng = np.random.default_rng(args.seed)
+    ids, targets = (torch.tensor(rng.integers(0, args.vocab, (args.batch_size, args.seq_len)),
+                                 dtype=torch.long, device=dev) for _ in range(2))
     amp = {"mixed_bfloat16": torch.bfloat16, "mixed_float16": torch.float16}.get(args.precision)
 
     def step():
@@ -393,9 +438,9 @@ def measure_torch_plain(cfg, args, torch):
 
     if dev == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    seconds = timed(step, args.warmup, args.steps)
-    gpu = torch.cuda.max_memory_allocated() if dev == "cuda" else None
-    return seconds, gpu
+    with PeakMemory() as mem:
+        seconds = timed(step, args.warmup, args.steps)
+    return seconds, (torch.cuda.max_memory_allocated() if dev == "cuda" else mem.peak)
 
 
 def family_of(name):
@@ -410,8 +455,8 @@ def run(args, save=None):
     from dualrnn.streaming import jit_compile_default
 
     prov = provenance()
-    torch = optional_torch()
-    versions = prov["versions"] + (f"; torch {torch.__version__}" if torch is not None else "")
+    torch = torch_version()
+    versions = prov["versions"] + (f"; torch {torch}" if torch is not None else "")
     backend = keras.backend.backend()
     jit_of = lambda impl: {"default": jit_compile_default(  # noqa: E731
         type("M", (), {"implementation": impl})), "on": True, "off": False}[args.jit]
@@ -487,10 +532,11 @@ def run(args, save=None):
                 record(f"{fam}_plain", "train", fam, cfg, "keras_plain", "none", seconds, mem,
                        kjit, keras_gpu_peak())
                 if torch is not None:
-                    with PeakMemory() as mem:
-                        seconds, gpu = measure_torch_plain(cfg, args, torch)
+                    seconds, peak_bytes = measure_torch_plain(cfg, args)
+                    mem = PeakMemory()
+                    mem.peak = peak_bytes
                     record(f"{fam}_plain", "train", fam, cfg, "torch_plain", "none", seconds,
-                           mem, "n/a", gpu)
+                           mem, "n/a")
     add_ratios(rows)
     return rows
 
