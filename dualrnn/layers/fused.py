@@ -14,8 +14,13 @@ masks drawn from the cell's seed generator in the same order), but organised for
 * the Mogrifier rounds run as small products on the step's vectors (low-rank factors kept apart);
   without zigzag the rounds that gate ``h`` with the original ``x`` are computed for the whole
   window before the loop;
-* the loop is ``keras.ops.scan`` (a compiled loop, no Python per step), or with ``unroll=True`` a
-  loop unrolled at trace time.
+* the loop is a compiled loop (``keras.ops.scan``; on TensorFlow a ``tf.while_loop`` with its trip
+  count, so that it also compiles with XLA), no Python per step, or with ``unroll=True`` a loop
+  unrolled at trace time;
+* for tanh/sigmoid cells the backward pass is written by hand (``lstm_recurrence``,
+  ``mogrifier_recurrence``): one product per step in the reverse loop, and the weight gradients as
+  large products over all steps after it (``HANDWRITTEN_BACKWARD = False``: automatic
+  differentiation of the loop).
 
 The weights stay the cell's own variables (``kernel``, ``recurrent_kernel``, ``bias``,
 ``mogrifier_*``), so checkpoints and saved models are unaffected.
@@ -97,10 +102,17 @@ def run_sequence(cell, x, initial_state=None, training=False, unroll=False):
     if getattr(cell, "rounds", 0):
         weights = [([ops.cast(m, dtype) for m in mats], ops.cast(b, dtype))
                    for mats, b in cell.mogrifier_weights]
-        step, seqs = _mogrifier_step(cell, xs, kernel, recurrent, bias, weights,
-                                     dp if use_dp else None, rdp if use_rdp else None,
-                                     (mog_x, mog_h) if mog_drop else None)
-        (h, c), ys = _scan(step, (h0, c0), seqs, unroll)
+        if HANDWRITTEN_BACKWARD and cell.zigzag and _standard_activations(cell) and not unroll:
+            ys, h, c = mogrifier_recurrence(
+                xs, h0, c0, ops.concatenate([kernel, recurrent], axis=0),
+                bias if bias is not None else ops.zeros((4 * cell.units,), dtype), weights,
+                _as_list4(dp) if use_dp else None, _as_list4(rdp) if use_rdp else None,
+                mog_x if mog_drop else None, mog_h if mog_drop else None)
+        else:
+            step, seqs = _mogrifier_step(cell, xs, kernel, recurrent, bias, weights,
+                                         dp if use_dp else None, rdp if use_rdp else None,
+                                         (mog_x, mog_h) if mog_drop else None)
+            (h, c), ys = _scan(step, (h0, c0), seqs, unroll)
     else:
         ys, h, c = _lstm_sequence(cell, xs, h0, c0, kernel, recurrent, bias,
                                   dp if use_dp else None, rdp if use_rdp else None, unroll)
@@ -130,7 +142,7 @@ def _lstm_sequence(cell, xs, h0, c0, kernel, recurrent, bias, dp, rdp, unroll):
         proj = proj + bias
     proj = ops.reshape(proj, (steps, batch, 4 * units))
     rmask = None if rdp is None else ops.stack(_as_list4(rdp), axis=0)       # (4, B, H)
-    if _standard_activations(cell):
+    if HANDWRITTEN_BACKWARD and _standard_activations(cell):
         ys, h, c = lstm_recurrence(proj, h0, c0, recurrent, rmask)
         return ys, h, c
     if rmask is None:
@@ -207,6 +219,10 @@ def _mogrifier_step(cell, xs, kernel, recurrent, bias, weights, dp, rdp, mog_mas
 
     return step, seqs
 
+
+# The hand-written backward passes (lstm_recurrence, mogrifier_recurrence) for tanh/sigmoid cells;
+# False differentiates the loop automatically (read when a model's step is traced).
+HANDWRITTEN_BACKWARD = True
 
 # Whether the fast loop is unrolled at trace time, per Keras backend (chosen by measurement with
 # experiments/throughput.py; see the README's "Speed" section).
@@ -332,3 +348,175 @@ def _scan_all(step, init, xs, n_out, reverse=False):
         lambda t, *_: t >= 0 if reverse else t < steps, body,
         (steps - 1 if reverse else 0, tuple(init), arrays), maximum_iterations=steps)
     return carry, tuple(a.stack() for a in arrays)
+
+
+def mogrifier_recurrence(xs, h0, c0, fused, bias, rounds, in_masks=None, rec_masks=None,
+                         x_masks=None, h_masks=None):
+    """A zigzag Mogrifier LSTM (tanh/sigmoid) over a window, with a hand-written backward pass.
+
+    ``xs`` (T, B, D) time-major inputs; ``fused`` (D + H, 4H) is ``[W; U]``; ``rounds`` a list of
+    ``(matrices, bias)`` (one matrix, or the two low-rank factors); ``in_masks``/``rec_masks``
+    lists of four (B, D)/(B, H) masks (Keras's per-gate dropout) or None; ``x_masks``/``h_masks``
+    the Mogrifier-dropout masks of the even/odd rounds or None. Returns ``(ys, h_T, c_T)``.
+
+    The backward loop recomputes each step's (small) Mogrifier rounds and does one product per
+    step against ``[W; U]``; the gradients of ``[W; U]`` and of the round matrices are large
+    products over all steps after the loop instead of per-step accumulations.
+    """
+    units = ops.shape(h0)[-1]
+    dim = ops.shape(xs)[-1]
+    masked = in_masks is not None or rec_masks is not None
+    shapes = [len(m) for m, _ in rounds]
+    ones_x, ones_h = ops.ones_like(xs[0]), ops.ones_like(h0)
+    gate_in = ops.stack(in_masks if in_masks is not None else [ones_x] * 4, 0)
+    gate_rec = ops.stack(rec_masks if rec_masks is not None else [ones_h] * 4, 0)
+    mog_x = list(x_masks) if x_masks else []
+    mog_h = list(h_masks) if h_masks else []
+    flat_rounds = [t for mats, b in rounds for t in (*mats, b)]
+    n_fixed = 7
+
+    @ops.custom_gradient
+    def run(*args):
+        xs, h0, c0, fused, bias, gate_in, gate_rec = args[:n_fixed]
+        mx = list(args[n_fixed:n_fixed + len(mog_x)])
+        mh = list(args[n_fixed + len(mog_x):n_fixed + len(mog_x) + len(mog_h)])
+        flat = list(args[n_fixed + len(mog_x) + len(mog_h):])
+        weights, k = [], 0
+        for n in shapes:
+            weights.append((flat[k:k + n], flat[k + n]))
+            k += n + 1
+        blocks = _gate_blocks(fused, units) if masked else None
+
+        def mogrify(x, h):
+            trace = []
+            for i, (mats, b) in enumerate(weights, start=1):
+                if i % 2:
+                    v = h * mh[(i - 1) // 2] if mh else h
+                else:
+                    v = x * mx[i // 2 - 1] if mx else x
+                a = ops.matmul(v, mats[0]) if len(mats) == 2 else None
+                s = ops.sigmoid(ops.matmul(v if a is None else a, mats[-1]) + b)
+                if i % 2:
+                    trace.append((v, a, s, x))
+                    x = 2.0 * s * x
+                else:
+                    trace.append((v, a, s, h))
+                    h = 2.0 * s * h
+            return x, h, trace
+
+        def gate_input(x, h):
+            if not masked:
+                return ops.matmul(ops.concatenate([x, h], axis=-1), fused) + bias
+            u = ops.concatenate([ops.expand_dims(x, 0) * gate_in,
+                                 ops.expand_dims(h, 0) * gate_rec], axis=-1)   # (4, B, D + H)
+            return _join_gates(ops.matmul(u, blocks)) + bias
+
+        def step(carry, inputs):
+            h, c = carry
+            x, h, _ = mogrify(inputs[0], h)
+            z = gate_input(x, h)
+            i = ops.sigmoid(z[:, :units])
+            f = ops.sigmoid(z[:, units:2 * units])
+            g = ops.tanh(z[:, 2 * units:3 * units])
+            o = ops.sigmoid(z[:, 3 * units:])
+            c = f * c + i * g
+            h = o * ops.tanh(c)
+            return (h, c), (h, c, ops.concatenate([i, f, g, o], axis=-1))
+
+        (h_last, c_last), (hs, cs, acts) = _scan_all(step, (h0, c0), [xs], 3)
+
+        def grad(*upstream):
+            if len(upstream) == 1 and isinstance(upstream[0], (list, tuple)):
+                upstream = upstream[0]
+            d_ys, d_h, d_c = (ops.zeros_like(ref) if u is None else u
+                              for u, ref in zip(upstream, (hs, h_last, c_last)))
+            c_prev = ops.concatenate([ops.expand_dims(c0, 0), cs[:-1]], axis=0)
+            h_prev = ops.concatenate([ops.expand_dims(h0, 0), hs[:-1]], axis=0)
+            fused_t = ops.transpose(fused)
+            blocks_t = ops.transpose(blocks, (0, 2, 1)) if masked else None
+
+            def back(carry, inputs):
+                dh_next, dc_next = carry
+                dy, a, c, cp, x_in, hp = inputs
+                x, h, trace = mogrify(x_in, hp)
+                i, f = a[:, :units], a[:, units:2 * units]
+                g, o = a[:, 2 * units:3 * units], a[:, 3 * units:]
+                dh = dy + dh_next
+                tc = ops.tanh(c)
+                dc = dc_next + dh * o * (1.0 - tc * tc)
+                dz = ops.concatenate([dc * g * _sig_grad(i), dc * cp * _sig_grad(f),
+                                      dc * i * (1.0 - g * g), dh * tc * _sig_grad(o)], axis=-1)
+                if masked:
+                    dz4 = ops.transpose(ops.reshape(dz, (-1, 4, units)), (1, 0, 2))
+                    du = ops.matmul(dz4, blocks_t)                          # (4, B, D + H)
+                    gx = ops.sum(du[:, :, :dim] * gate_in, axis=0)
+                    gh = ops.sum(du[:, :, dim:] * gate_rec, axis=0)
+                else:
+                    du = ops.matmul(dz, fused_t)
+                    gx, gh = du[:, :dim], du[:, dim:]
+                outs = [dz, x, h]
+                for r in range(len(weights), 0, -1):
+                    (mats, _), (v, av, s, old) = weights[r - 1], trace[r - 1]
+                    up = gx if r % 2 else gh
+                    d_old = up * 2.0 * s
+                    dp = up * 2.0 * old * _sig_grad(s)
+                    if av is None:
+                        dv = ops.matmul(dp, ops.transpose(mats[0]))
+                        outs += [v, dp]
+                    else:
+                        da = ops.matmul(dp, ops.transpose(mats[1]))
+                        dv = ops.matmul(da, ops.transpose(mats[0]))
+                        outs += [v, av, dp, da]
+                    if r % 2:
+                        gx = d_old
+                        gh = gh + (dv * mh[(r - 1) // 2] if mh else dv)
+                    else:
+                        gh = d_old
+                        gx = gx + (dv * mx[r // 2 - 1] if mx else dv)
+                return (gh, dc * f), (gx, *outs)
+
+            n_out = 4 + sum(2 if n == 1 else 4 for n in shapes)
+            (dh0, dc0), outs = _scan_all(back, (d_h, d_c), [d_ys, acts, cs, c_prev, xs, h_prev],
+                                         n_out, reverse=True)
+            dxs, dzs, x_star, h_star = outs[:4]
+            rows = lambda t: ops.reshape(t, (-1, ops.shape(t)[-1]))  # noqa: E731
+            dz_rows = rows(dzs)
+            if masked:
+                u = ops.concatenate([ops.expand_dims(rows(x_star), 0) * _tile(gate_in, xs),
+                                     ops.expand_dims(rows(h_star), 0) * _tile(gate_rec, xs)],
+                                    axis=-1)                                 # (4, TB, D + H)
+                dz4 = ops.transpose(ops.reshape(dz_rows, (-1, 4, units)), (1, 0, 2))
+                d_fused = ops.matmul(ops.transpose(u, (0, 2, 1)), dz4)          # (4, D + H, H)
+                d_fused = ops.reshape(ops.transpose(d_fused, (1, 0, 2)), (dim + units, 4 * units))
+            else:
+                u = ops.concatenate([rows(x_star), rows(h_star)], axis=-1)
+                d_fused = ops.matmul(ops.transpose(u), dz_rows)
+            d_bias = ops.sum(dz_rows, axis=0)
+            d_rounds, k = [], 4
+            per_round = []
+            for n in reversed(shapes):          # the backward loop emitted rounds last to first
+                m = 2 if n == 1 else 4
+                per_round.append(outs[k:k + m])
+                k += m
+            per_round.reverse()
+            for (mats, _), got in zip(weights, per_round):
+                if len(mats) == 1:
+                    v, dp = (rows(t) for t in got)
+                    d_rounds += [ops.matmul(ops.transpose(v), dp), ops.sum(dp, axis=0)]
+                else:
+                    v, av, dp, da = (rows(t) for t in got)
+                    d_rounds += [ops.matmul(ops.transpose(v), da),
+                                 ops.matmul(ops.transpose(av), dp), ops.sum(dp, axis=0)]
+            zeros = [ops.zeros_like(t) for t in (gate_in, gate_rec, *mx, *mh)]
+            return (dxs, dh0, dc0, d_fused, d_bias, *zeros, *d_rounds)
+
+        return (hs, h_last, c_last), grad
+
+    return run(xs, h0, c0, fused, bias, gate_in, gate_rec, *mog_x, *mog_h, *flat_rounds)
+
+
+def _tile(mask4, xs):
+    """(4, B, F) per-stream masks -> (4, T * B, F), the rows of a time-major window."""
+    steps = ops.shape(xs)[0]
+    return ops.reshape(ops.tile(ops.expand_dims(mask4, 1), (1, steps, 1, 1)),
+                       (4, -1, ops.shape(mask4)[-1]))
