@@ -101,7 +101,7 @@ def gradient_rms(model, tokens, batch_size=100, seq_len=5, max_batches=None, ver
     steps = len(seq) if max_batches is None else min(len(seq), max_batches)
     stream = StreamingLM(model, batch_size, regularize=False, dropout=False)
     opt = _GradientSquares(learning_rate=0.0, name="gradient_squares")
-    stream.compile(optimizer=opt, metrics=[TokenNLL()], jit_compile=jit_compile_default())
+    stream.compile(optimizer=opt, metrics=[TokenNLL()], jit_compile=jit_compile_default(model))
     stream.fit(seq, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=verbose)
     return [np.sqrt(ops.convert_to_numpy(s) / steps) for s in opt.squares]
 
@@ -151,7 +151,7 @@ def dynamic_eval(model, tokens, batch_size=32, seq_len=25, lr=1e-4, clipnorm=0.5
     stream = StreamingLM(model, batch_size, temperature=temperature, regularize=False,
                          dropout=False)
     metric = TokenNLL()
-    stream.compile(optimizer=optimizer, metrics=[metric], jit_compile=jit_compile_default())
+    stream.compile(optimizer=optimizer, metrics=[metric], jit_compile=jit_compile_default(model))
     optimizer.build(stream.trainable_variables)  # eagerly: KrauseRMS records theta_0 here
     try:
         total, count = stream_nll(stream, metric, streams, seq_len, run=lambda seq, first: (

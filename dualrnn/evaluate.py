@@ -37,7 +37,7 @@ def mean_nll(model, tokens, batch_size=32, seq_len=25, temperature=1.0, verbose=
     stream = StreamingLM(model, batch_size, temperature=temperature, regularize=False,
                          dropout=False)
     metric = TokenNLL()
-    stream.compile(metrics=[metric], jit_compile=jit_compile_default())
+    stream.compile(metrics=[metric], jit_compile=jit_compile_default(model))
     total, count = stream_nll(stream, metric, streams, seq_len, verbose=verbose)
     return total / count
 

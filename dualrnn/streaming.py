@@ -39,9 +39,12 @@ class TokenNLL(keras.metrics.Metric):
         self.count.assign(0.0)
 
 
-def jit_compile_default():
+def jit_compile_default(model=None):
     """XLA on JAX (its only compiled mode); tf.function without XLA on TensorFlow, which measured
-    faster for these recurrent loops on CPU."""
+    faster there for the reference cells and for the Dual models with the fast path (XLA's CPU
+    random numbers make the dropout masks costly); ``experiments/throughput.py --jit on``
+    measures the other choice. ``model`` is accepted for callers that pass it; the choice is per
+    backend."""
     return keras.backend.backend() == "jax"
 
 

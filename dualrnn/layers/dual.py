@@ -15,7 +15,8 @@ class DualHead(keras.layers.Layer):
     layer has ``(E + H + 1) * units`` parameters. ``input_dropout`` ("Dual input Drop.", Dual
     Table 4) drops the concatenated ``[e, h]`` before the product, ``output_dropout`` ("Dual
     output Drop.") drops ``d``; both are element-wise Keras dropout, active only in training.
-    ``kernel_regularizer`` is the "Dual L2reg" of Table 3.
+    ``kernel_regularizer`` is the "Dual L2reg" of Table 3. ``layer([e, h], flat=True)`` computes
+    the same as one 2-D product over all leading positions (the fast path of ``LanguageModel``).
     """
 
     def __init__(self, units, activation="relu", input_dropout=0.0, output_dropout=0.0,
@@ -47,12 +48,17 @@ class DualHead(keras.layers.Layer):
                                     initializer=self.bias_initializer,
                                     regularizer=self.bias_regularizer)
 
-    def call(self, inputs, training=False):
+    def call(self, inputs, training=False, flat=False):
         e, h = inputs
         x = ops.concatenate([e, h], axis=-1)
         if training and self.input_dropout > 0:
             x = keras.random.dropout(x, self.input_dropout, seed=self.seed_generator)
-        d = self.activation(ops.matmul(x, self.kernel) + self.bias)
+        if flat and len(x.shape) > 2:  # one 2-D product over all (batch x window) rows
+            lead = ops.shape(x)[:-1]
+            z = ops.matmul(ops.reshape(x, (-1, ops.shape(x)[-1])), self.kernel) + self.bias
+            d = ops.reshape(self.activation(z), (*lead, self.units))
+        else:
+            d = self.activation(ops.matmul(x, self.kernel) + self.bias)
         if training and self.output_dropout > 0:
             d = keras.random.dropout(d, self.output_dropout, seed=self.seed_generator)
         return d

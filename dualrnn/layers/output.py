@@ -12,7 +12,8 @@ class TiedEmbedding(keras.layers.Layer):
 
     ``layer(ids)`` looks the ids up; ``layer(r, reverse=True)`` returns the tied logits
     ``r W^ex^T / temperature`` for the last representation ``r`` (``h_t`` in ERS, ``d_t`` in
-    Dual), the argument of the softmax of Dual eq. (3)/(7). There is no output bias ``b^y``: the
+    Dual), the argument of the softmax of Dual eq. (3)/(7); ``flat=True`` computes them as one
+    2-D product over all (batch x window) rows, which is faster than a batched product. There is no output bias ``b^y``: the
     Dual paper's parameter counts (Table 1) leave no room for one. ``embeddings_regularizer`` is
     "Embedding L2reg" (Dual Table 3), which therefore also covers the output layer.
     """
@@ -37,9 +38,15 @@ class TiedEmbedding(keras.layers.Layer):
                                           initializer=self.embeddings_initializer,
                                           regularizer=self.embeddings_regularizer)
 
-    def call(self, inputs, reverse=False):
+    def call(self, inputs, reverse=False, flat=False):
         if reverse:
-            logits = ops.matmul(inputs, ops.transpose(self.embeddings))
+            if flat and len(inputs.shape) > 2:  # one 2-D product over all leading positions
+                lead = ops.shape(inputs)[:-1]
+                rows = ops.reshape(inputs, (-1, ops.shape(inputs)[-1]))
+                logits = ops.reshape(ops.matmul(rows, ops.transpose(self.embeddings)),
+                                     (*lead, self.input_dim))
+            else:
+                logits = ops.matmul(inputs, ops.transpose(self.embeddings))
             return logits if self.temperature == 1.0 else logits / self.temperature
         return ops.take(self.embeddings, ops.cast(inputs, "int32"), axis=0)
 

@@ -1,0 +1,690 @@
+"""Throughput of every Table 1 model against keras.layers.LSTM and torch.nn.LSTM, in one run.
+
+    python experiments/throughput.py --quick                      # reduced widths, minutes on CPU
+    python experiments/throughput.py                              # the paper's sizes
+    python experiments/throughput.py --backend tensorflow,jax     # one run per backend, one CSV
+
+For each model and mode (``train``: one Nadam step per window with the Table 1 dropouts and
+penalties; ``eval``: scoring a window; ``dyneval``: dynamic evaluation's compiled step per window,
+score + gradient + update) it measures steady-state tokens/s (median over the timed steps, after
+warm-up steps that compile) of
+
+* ``fast``: the library's default implementation (``LanguageModel(implementation="fast")``);
+* ``keras``: the same model run through ``keras.layers.LSTM`` / ``keras.layers.RNN`` cell by cell
+  (``implementation="reference"``): Keras's own LSTM with the same widths and settings;
+
+and, per recurrent family (the widths of lstm, dlstm, mdlstm), training tokens/s of three plain
+models without dropout or penalties, the like-for-like comparison with the frameworks' LSTMs:
+``fast_plain`` (ours), ``keras_plain`` (``keras.layers.Embedding`` + ``keras.layers.LSTM`` + tied
+output) and ``torch_plain`` (``torch.nn.LSTM``, where torch is importable); for the mdLSTM
+family also ``fast_rounds0``, the model without its Mogrifier rounds. It also measures the GEMM
+peak of the machine in the same run, computes FLOPs per token from each configuration, and
+samples peak memory. Results are merged into ``results/throughput_<device>.csv`` (key: backend,
+scale, row, mode) with a bar chart beside it and the issue's targets checked in
+``..._targets.csv``. Every number printed comes from this run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import _cli
+
+NAMES = ("lstm", "dual_lstm", "dlstm", "dual_dlstm", "mdlstm", "dual_mdlstm")
+MODES = ("train", "eval", "dyneval")
+BACKENDS = ("tensorflow", "jax")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+COLUMNS = ["backend", "scale", "row", "mode", "model", "family", "implementation",
+           "regularization", "embedding_units", "recurrent_units", "mogrifier_rounds", "vocab",
+           "batch_size", "seq_len", "precision", "jit_compile", "unroll", "steps",
+           "seconds_per_step", "tokens_per_s", "flops_per_token", "gflops_per_s",
+           "gemm_peak_gflops", "fraction_of_peak", "vs_keras_same_config", "vs_keras_plain",
+           "vs_torch_plain", "peak_memory_mb", "device", "versions", "commit", "date"]
+TARGET_COLUMNS = ["backend", "scale", "target", "required", "measured", "met", "note", "device",
+                  "commit", "date"]
+
+_cli.set_backend(sys.argv)
+
+
+def count(lo, hi):
+    """argparse type: an integer in [lo, hi]."""
+    import argparse
+
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{v} is outside [{lo}, {hi}]")
+        return v
+
+    return parse
+
+
+def parse(argv):
+    p = _cli.Parser(prog="throughput.py", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="widths / 4 (mogrifier rank / 4), fewer steps: minutes on 2 CPU cores")
+    p.add_argument("--tiny", action="store_true",
+                   help="widths 16, vocabulary 64, batch 4, window 5, 1+1 steps (tests)")
+    p.add_argument("--models", type=_cli.csv_list(NAMES), default=list(NAMES),
+                   help="comma-separated subset of " + ",".join(NAMES))
+    p.add_argument("--modes", type=_cli.csv_list(MODES), default=list(MODES),
+                   help="comma-separated subset of " + ",".join(MODES))
+    p.add_argument("--backend", type=_cli.csv_list(BACKENDS), default=None,
+                   help="Keras backend(s), comma-separated: one run each, rows merged "
+                        "(default: $KERAS_BACKEND or tensorflow)")
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip the keras.layers.LSTM rows of the same configuration")
+    p.add_argument("--no-plain", action="store_true",
+                   help="skip the plain (no-dropout) fast/keras/torch rows")
+    p.add_argument("--precision", choices=PRECISIONS, default="float32",
+                   help="Keras dtype policy (mixed precision is for GPUs; the loss stays float32)")
+    p.add_argument("--jit", choices=["default", "on", "off"], default="default",
+                   help="XLA for the library's rows (default: streaming.jit_compile_default)")
+    p.add_argument("--unroll", choices=["default", "on", "off"], default="default",
+                   help="unroll the fast Mogrifier loop (default: layers.fused.default_unroll)")
+    p.add_argument("--steps", type=count(1, 10_000), default=None,
+                   help="timed steps per row (default 8; --quick 3; --tiny 1)")
+    p.add_argument("--warmup", type=count(1, 100), default=None,
+                   help="warm-up steps per row, not timed (default 3; --quick 2; --tiny 1)")
+    p.add_argument("--batch-size", type=count(1, 4096), default=None,
+                   help="streams per window (default 32, the PTB batch)")
+    p.add_argument("--seq-len", type=count(1, 1000), default=None,
+                   help="window (default 25)")
+    p.add_argument("--vocab", type=count(2, 1_000_000), default=None,
+                   help="vocabulary size (default 10,000, PTB)")
+    p.add_argument("--out", default=os.path.join(_cli.ROOT, "results"), help="CSV/plot folder")
+    p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.quick and args.tiny:
+        p.error("--quick and --tiny exclude each other")
+    if args.backend and len(args.backend) == 1:
+        os.environ["KERAS_BACKEND"] = args.backend[0]
+    _cli.check_writable(p, args.out)
+    args.scale = "tiny" if args.tiny else "quick" if args.quick else "full"
+    defaults = {"full": (8, 3, 32, 25, 10_000), "quick": (3, 2, 32, 25, 10_000),
+                "tiny": (1, 1, 4, 5, 64)}[args.scale]
+    for name, value in zip(("steps", "warmup", "batch_size", "seq_len", "vocab"), defaults):
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
+# ---------------------------------------------------------------------------------------------
+# configurations and FLOPs
+
+def scaled_config(name, scale):
+    """The Table 1 (PTB) ModelConfig of ``name`` at ``scale`` (full: the paper's sizes)."""
+    from dualrnn import presets
+
+    cfg = presets.table1(name, "ptb").model
+    if scale == "full":
+        return cfg
+    if scale == "quick":
+        width = lambda u: max(8, u // 4)  # noqa: E731
+        rank = min(cfg.mogrifier_rank, 25)
+    else:
+        width = lambda u: max(8, round(16 * u / cfg.embedding_units))  # noqa: E731
+        rank = min(cfg.mogrifier_rank, 4)
+    units = tuple(width(u) for u in cfg.recurrent_units[:-1]) + (width(cfg.embedding_units),)
+    return cfg.replace(embedding_units=width(cfg.embedding_units), recurrent_units=units,
+                       dual_units=None, mogrifier_rank=rank)
+
+
+def forward_flops_per_token(cfg, vocab):
+    """Multiply-adds x 2 of one token's forward pass (matrix products only)."""
+    flops = 0
+    inputs = (cfg.embedding_units,) + tuple(cfg.recurrent_units[:-1])
+    for d, h in zip(inputs, cfg.recurrent_units):
+        flops += 2 * (d + h) * 4 * h                                   # gates
+        for i in range(1, cfg.mogrifier_rounds + 1):
+            src, dst = (h, d) if i % 2 else (d, h)
+            r = cfg.mogrifier_rank
+            flops += 2 * (src * r + r * dst) if r else 2 * src * dst
+    if cfg.architecture == "dual":
+        flops += 2 * (cfg.embedding_units + cfg.recurrent_units[-1]) * cfg.output_units
+    flops += 2 * cfg.output_units * vocab                              # tied output
+    return flops
+
+
+def flops_per_token(cfg, vocab, mode):
+    """Forward for ``eval``; forward + backward (about 3x) for ``train`` and ``dyneval``."""
+    f = forward_flops_per_token(cfg, vocab)
+    return f if mode == "eval" else 3 * f
+
+
+# ---------------------------------------------------------------------------------------------
+# measurement helpers
+
+class PeakMemory:
+    """Samples the process's resident memory (CPU) while in use; GPU peaks come from the
+    frameworks (JAX: peak bytes in use since start; torch: since its reset)."""
+
+    def __init__(self):
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def _rss(self):
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def _run(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._rss())
+
+    def __enter__(self):
+        self.peak = self._rss()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    def megabytes(self, gpu_bytes=None):
+        return round((gpu_bytes if gpu_bytes else self.peak) / 2 ** 20, 1)
+
+
+def keras_gpu_peak():
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        d = jax.devices()[0]
+        if d.platform != "cpu":
+            return (d.memory_stats() or {}).get("peak_bytes_in_use")
+    return None
+
+
+def timed(step, warmup, steps):
+    """Median seconds per call of ``step`` (which must block until its result is ready)."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def gemm_peak(precision, n=None):
+    """Best GFLOP/s of a large square matrix product: numpy (CPU), the Keras backend, torch."""
+    import keras
+    import numpy as np
+
+    from dualrnn.results import device_name
+
+    on_gpu = "cores)" not in device_name()
+    n = n or (8192 if on_gpu else 2048)
+    dtype = "bfloat16" if precision == "mixed_bfloat16" else (
+        "float16" if precision == "mixed_float16" else "float32")
+    flops = 2 * n ** 3
+    results = {}
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    if not on_gpu:
+        results["numpy"] = flops / timed(lambda: a @ a, 1, 3) / 1e9
+    if keras.backend.backend() == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        x = jnp.asarray(a, dtype=dtype)
+        mm = jax.jit(lambda u: u @ u)
+        results["jax"] = flops / timed(lambda: mm(x).block_until_ready(), 2, 5) / 1e9
+    else:
+        import tensorflow as tf
+
+        x = tf.cast(tf.constant(a), dtype)
+        mm = tf.function(lambda u: tf.matmul(u, u))
+        results["tensorflow"] = flops / timed(lambda: mm(x).numpy(), 2, 5) / 1e9
+    if torch_version() is not None:
+        results["torch"] = flops / in_torch_process(_torch_gemm, n, dtype) / 1e9
+    best = max(results, key=results.get)
+    return results[best], best, results
+
+
+def optional_torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(os.cpu_count() or 1)
+    return torch
+
+
+def torch_version():
+    """torch's version without importing it here (its thread pool would compete with the
+    backend's), or None where it is not installed."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def in_torch_process(fn, *args):
+    """``fn(*args)`` in a fresh process (torch's thread pool must not compete with the Keras
+    backend's: in one process torch measured several times slower)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def _torch_gemm(n, dtype):
+    """Seconds per n x n x n matrix product in torch (GPU where there is one)."""
+    import numpy as np
+
+    torch = optional_torch()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    x = torch.tensor(a, device=dev, dtype=getattr(torch, dtype))
+
+    def run():
+        y = x @ x
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        return y
+
+    return timed(run, 2, 5)
+
+
+# ---------------------------------------------------------------------------------------------
+# the rows
+
+def data(args, vocab):
+    import numpy as np
+
+    rng = np.random.default_rng(args.seed)
+    ids = rng.integers(0, vocab, (args.batch_size, args.seq_len)).astype("int32")
+    targets = rng.integers(0, vocab, (args.batch_size, args.seq_len)).astype("int32")
+    return ids, targets
+
+
+def measure_library(cfg, args, mode, implementation, jit, unroll):
+    """Seconds per window of the library's compiled step for ``mode``."""
+    import keras
+    import numpy as np
+
+    import dualrnn
+    from dualrnn.streaming import StreamingLM, TokenNLL
+
+    dtype = None if args.precision == "float32" else args.precision
+    model = dualrnn.build_model(cfg, args.vocab, seed=args.seed, implementation=implementation,
+                                unroll=unroll, dtype=dtype)
+    ids, targets = data(args, args.vocab)
+    keep = np.zeros((args.batch_size,), "float32")
+    if mode == "train":
+        stream = StreamingLM(model, args.batch_size)
+        stream.compile(optimizer=keras.optimizers.Nadam(1e-3), metrics=[TokenNLL()],
+                       jit_compile=jit)
+        step = lambda: stream.train_on_batch((ids, keep), targets)  # noqa: E731
+    elif mode == "eval":
+        stream = StreamingLM(model, args.batch_size, regularize=False, dropout=False)
+        stream.compile(metrics=[TokenNLL()], jit_compile=jit)
+        step = lambda: stream.test_on_batch((ids, keep), targets)  # noqa: E731
+    else:  # what dyneval.dynamic_eval compiles: score, gradient and Nadam update per window
+        stream = StreamingLM(model, args.batch_size, regularize=False, dropout=False)
+        stream.compile(optimizer=keras.optimizers.Nadam(1e-4, beta_1=0.0, clipnorm=0.5),
+                       metrics=[TokenNLL()], jit_compile=jit)
+        step = lambda: stream.train_on_batch((ids, keep), targets)  # noqa: E731
+    return timed(step, args.warmup, args.steps)
+
+
+def keras_plain_model(cfg, vocab, dtype):
+    """``keras.layers.Embedding`` -> ``keras.layers.LSTM`` x layers -> tied output, no dropout."""
+    import keras
+    from keras import ops
+
+    class KerasLSTM(keras.Model):
+        def __init__(self):
+            super().__init__(dtype=dtype)
+            self.embed = keras.layers.Embedding(vocab, cfg.embedding_units, dtype=dtype)
+            self.rnns = [keras.layers.LSTM(u, return_sequences=True, dtype=dtype)
+                         for u in cfg.recurrent_units]
+
+        def call(self, ids):
+            x = self.embed(ids)
+            for rnn in self.rnns:
+                x = rnn(x)
+            return ops.matmul(x, ops.transpose(ops.cast(self.embed.embeddings, x.dtype)))
+
+    return KerasLSTM()
+
+
+def measure_keras_plain(cfg, args):
+    import keras
+
+    dtype = None if args.precision == "float32" else args.precision
+    model = keras_plain_model(cfg, args.vocab, dtype)
+    ids, targets = data(args, args.vocab)
+    model(ids[:1])
+    # Keras's LSTM measured faster without XLA on TensorFlow (CPU); JAX always compiles with XLA.
+    jit = keras.backend.backend() == "jax"
+    model.compile(optimizer=keras.optimizers.Nadam(1e-3), jit_compile=jit,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return timed(lambda: model.train_on_batch(ids, targets), args.warmup, args.steps), jit
+
+
+def measure_torch_plain(cfg, args):
+    """``torch.nn.LSTM`` (cuDNN on a GPU) with the same widths, tied output, NAdam; measured in a
+    fresh process, so that its thread pool does not compete with the Keras backend's. Returns
+    (seconds per step, peak memory in bytes)."""
+    settings = {k: getattr(args, k) for k in ("seed", "vocab", "batch_size", "seq_len",
+                                              "precision", "warmup", "steps")}
+    return in_torch_process(_torch_worker, cfg.embedding_units, tuple(cfg.recurrent_units),
+                            settings)
+
+
+def _torch_worker(embedding_units, recurrent_units, settings):
+    import types
+
+    import numpy as np
+
+    torch = optional_torch()
+    args = types.SimpleNamespace(**settings)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(args.seed)
+    nn = torch.nn
+
+    class TorchLSTM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(args.vocab, embedding_units)
+            sizes = (embedding_units,) + tuple(recurrent_units)
+            self.rnns = nn.ModuleList(nn.LSTM(d, h, batch_first=True)
+                                      for d, h in zip(sizes[:-1], sizes[1:]))
+
+        def forward(self, ids):
+            x = self.embed(ids)
+            for rnn in self.rnns:
+                x, _ = rnn(x)
+            return nn.functional.linear(x, self.embed.weight)
+
+    model = TorchLSTM().to(dev)
+    opt = torch.optim.NAdam(model.parameters(), lr=1e-3)
+    rng = np.random.default_rng(args.seed)
+    ids, targets = (torch.tensor(rng.integers(0, args.vocab, (args.batch_size, args.seq_len)),
+                                 dtype=torch.long, device=dev) for _ in range(2))
+    amp = {"mixed_bfloat16": torch.bfloat16, "mixed_float16": torch.float16}.get(args.precision)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(dev, dtype=amp, enabled=amp is not None):
+            logits = model(ids)
+        loss = nn.functional.cross_entropy(logits.float().reshape(-1, args.vocab),
+                                           targets.reshape(-1))
+        loss.backward()
+        opt.step()
+        loss.item()
+
+    if dev == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    with PeakMemory() as mem:
+        seconds = timed(step, args.warmup, args.steps)
+    return seconds, (torch.cuda.max_memory_allocated() if dev == "cuda" else mem.peak)
+
+
+def family_of(name):
+    return name.removeprefix("dual_")
+
+
+def run(args, save=None):
+    import keras
+
+    from dualrnn.layers import fused
+    from dualrnn.results import provenance
+    from dualrnn.streaming import jit_compile_default
+
+    prov = provenance()
+    torch = torch_version()
+    versions = prov["versions"] + (f"; torch {torch}" if torch is not None else "")
+    backend = keras.backend.backend()
+    jit_of = lambda impl: {"default": jit_compile_default(  # noqa: E731
+        type("M", (), {"implementation": impl})), "on": True, "off": False}[args.jit]
+    jit = jit_of("fast")
+    unroll = {"default": None, "on": True, "off": False}[args.unroll]
+    unroll_used = fused.default_unroll() if unroll is None else unroll
+    print(f"throughput: backend {backend}, device {prov['device']}, scale {args.scale}, "
+          f"batch {args.batch_size}, window {args.seq_len}, vocab {args.vocab}, "
+          f"{args.precision}, XLA {jit} (keras rows {jit_of('reference')}), unroll {unroll_used}; "
+          f"{versions}", flush=True)
+    peak, peak_lib, peaks = gemm_peak(args.precision, 256 if args.tiny else None)
+    print("GEMM peak: " + ", ".join(f"{k} {v:.1f}" for k, v in peaks.items())
+          + f" GFLOP/s (using {peak_lib})", flush=True)
+    rows = []
+
+    def record(row, mode, model, cfg, implementation, regularization, seconds, memory,
+               jit_used, gpu=None):
+        tokens = args.batch_size * args.seq_len
+        fpt = flops_per_token(cfg, args.vocab, mode)
+        tps = tokens / seconds
+        r = dict(backend=backend, scale=args.scale, row=row, mode=mode, model=model,
+                 family=family_of(model), implementation=implementation,
+                 regularization=regularization, embedding_units=cfg.embedding_units,
+                 recurrent_units="/".join(map(str, cfg.recurrent_units)),
+                 mogrifier_rounds=cfg.mogrifier_rounds, vocab=args.vocab,
+                 batch_size=args.batch_size, seq_len=args.seq_len, precision=args.precision,
+                 jit_compile=jit_used, unroll=unroll_used, steps=args.steps,
+                 seconds_per_step=f"{seconds:.5f}", tokens_per_s=round(tps, 1),
+                 flops_per_token=fpt, gflops_per_s=round(fpt * tps / 1e9, 2),
+                 gemm_peak_gflops=round(peak, 1),
+                 fraction_of_peak=round(fpt * tps / 1e9 / peak, 3),
+                 peak_memory_mb=memory.megabytes(gpu), device=prov["device"],
+                 versions=versions, commit=prov["commit"], date=prov["date"])
+        rows.append(r)
+        if save is not None:     # written row by row: a run stopped early keeps what it measured
+            add_ratios(rows)
+            save(rows)
+        print(f"  {row:<14}{mode:<8}{implementation:<12}{tps:>10.1f} tokens/s "
+              f"{r['gflops_per_s']:>8.1f} GFLOP/s ({r['fraction_of_peak']:.0%} of peak) "
+              f"{r['peak_memory_mb']:>8.0f} MB", flush=True)
+
+    for name in args.models:
+        cfg = scaled_config(name, args.scale)
+        impls = ["fast"] + ([] if args.no_reference else ["reference"])
+        for mode in args.modes:
+            for impl in impls:
+                if impl == "reference" and mode != "train" and args.scale != "full":
+                    continue  # quick/tiny: the keras.layers.LSTM comparison for training only
+                with PeakMemory() as mem:
+                    seconds = measure_library(cfg, args, mode, impl, jit_of(impl), unroll)
+                record(name, mode, name, cfg, "fast" if impl == "fast" else "keras",
+                       "table1" if mode == "train" else "none", seconds, mem, jit_of(impl),
+                       keras_gpu_peak())
+    if "train" in args.modes:
+        if "mdlstm" in [family_of(n) for n in args.models]:
+            cfg = scaled_config("mdlstm", args.scale).replace(mogrifier_rounds=0,
+                                                              mogrifier_rank=0,
+                                                              mogrifier_dropout=0.0)
+            with PeakMemory() as mem:
+                seconds = measure_library(cfg, args, "train", "fast", jit, unroll)
+            record("mdlstm_rounds0", "train", "mdlstm", cfg, "fast", "table1", seconds, mem,
+                   jit, keras_gpu_peak())
+        if not args.no_plain:
+            for fam in dict.fromkeys(family_of(n) for n in args.models):
+                cfg = scaled_config(fam, args.scale).without_regularization().replace(
+                    mogrifier_rounds=0, mogrifier_rank=0)
+                with PeakMemory() as mem:
+                    seconds = measure_library(cfg, args, "train", "fast", jit, unroll)
+                record(f"{fam}_plain", "train", fam, cfg, "fast", "none", seconds, mem, jit,
+                       keras_gpu_peak())
+                with PeakMemory() as mem:
+                    seconds, kjit = measure_keras_plain(cfg, args)
+                record(f"{fam}_plain", "train", fam, cfg, "keras_plain", "none", seconds, mem,
+                       kjit, keras_gpu_peak())
+                if torch is not None:
+                    seconds, peak_bytes = measure_torch_plain(cfg, args)
+                    mem = PeakMemory()
+                    mem.peak = peak_bytes
+                    record(f"{fam}_plain", "train", fam, cfg, "torch_plain", "none", seconds,
+                           mem, "n/a")
+    add_ratios(rows)
+    return rows
+
+
+def add_ratios(rows):
+    """Each row's tokens/s over the keras row of the same configuration and over the plain
+    keras/torch rows of its family (training)."""
+    def tps(row, mode, impl):
+        for r in rows:
+            if (r["row"], r["mode"], r["implementation"]) == (row, mode, impl):
+                return float(r["tokens_per_s"])
+        return None
+
+    for r in rows:
+        mine = float(r["tokens_per_s"])
+        same = tps(r["row"], r["mode"], "keras")
+        r["vs_keras_same_config"] = round(mine / same, 3) if same else ""
+        for impl, col in (("keras_plain", "vs_keras_plain"), ("torch_plain", "vs_torch_plain")):
+            base = tps(f"{r['family']}_plain", "train", impl) if r["mode"] == "train" else None
+            r[col] = round(mine / base, 3) if base else ""
+
+
+def targets(rows):
+    """The issue's targets (CPU, same run, training tokens/s), checked on this run's rows."""
+    def get(row, mode="train", impl="fast"):
+        for r in rows:
+            if (r["row"], r["mode"], r["implementation"]) == (row, mode, impl):
+                return r
+        return None
+
+    out = []
+
+    def check(target, required, measured, note=""):
+        if measured is None:
+            return
+        out.append(dict(target=target, required=required, measured=round(measured, 3),
+                        met=measured >= required, note=note))
+
+    t = lambda r: float(r["tokens_per_s"]) if r else None  # noqa: E731
+    plain = get("lstm_plain")
+    kp, tp = get("lstm_plain", impl="keras_plain"), get("lstm_plain", impl="torch_plain")
+    if plain and kp:
+        check("lstm vs keras.layers.LSTM (plain, same widths)", 1.2, t(plain) / t(kp),
+              "no dropout in either")
+    if get("lstm") and get("lstm", impl="keras"):
+        check("lstm vs keras.layers.LSTM (Table 1 dropouts)", 1.2,
+              t(get("lstm")) / t(get("lstm", impl="keras")), "same model, reference cells")
+    if plain and tp:
+        check("lstm vs torch.nn.LSTM (plain, same widths)", 0.9, t(plain) / t(tp),
+              "no dropout in either")
+    if get("mdlstm") and get("mdlstm_rounds0"):
+        check("mdlstm vs lstm of the same widths", 0.75,
+              t(get("mdlstm")) / t(get("mdlstm_rounds0")), "fast LSTM at 850/850, no rounds")
+    for fam in ("lstm", "dlstm", "mdlstm"):
+        if get(fam) and get(f"dual_{fam}"):
+            check(f"dual_{fam} vs {fam} (Dual head overhead <= 10 %)", 0.9,
+                  t(get(f"dual_{fam}")) / t(get(fam)))
+    for r in rows:
+        if r["mode"] == "dyneval" and r["implementation"] == "fast":
+            ev = get(r["row"], "eval")
+            if ev:
+                bound = float(ev["flops_per_token"]) / float(r["flops_per_token"])
+                check(f"{r['row']} dyneval vs eval", 0.5, t(r) / t(ev),
+                      f"FLOPs per token eval/dyneval = {bound:.2f}")
+    if get("lstm"):
+        check("lstm training fraction of GEMM peak", 0.6, float(get("lstm")["fraction_of_peak"]),
+              "Table 1 dropouts")
+    if plain:
+        check("lstm (plain) training fraction of GEMM peak", 0.6,
+              float(plain["fraction_of_peak"]), "no dropout")
+    return out
+
+
+def plot(rows, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dualrnn.train import write_atomic
+
+    train = [r for r in rows if r["mode"] == "train"]
+    labels = list(dict.fromkeys(f"{r['row']}\n{r['backend']}" for r in train))
+    impls = list(dict.fromkeys(r["implementation"] for r in train))
+    fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(labels)), 4.5))
+    width = 0.8 / max(1, len(impls))
+    for j, impl in enumerate(impls):
+        xs, ys = [], []
+        for i, label in enumerate(labels):
+            for r in train:
+                if f"{r['row']}\n{r['backend']}" == label and r["implementation"] == impl:
+                    xs.append(i + (j - (len(impls) - 1) / 2) * width)
+                    ys.append(float(r["tokens_per_s"]))
+        ax.bar(xs, ys, width, label=impl)
+    ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.set(ylabel="training tokens/s", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+
+
+def slug(text):
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "device"
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse(argv)
+    if args.backend and len(args.backend) > 1:   # one process per backend (Keras picks it once)
+        rest, skip = [], False
+        for a in argv:
+            if skip:
+                skip = False
+            elif a == "--backend":
+                skip = True
+            elif not a.startswith("--backend="):
+                rest.append(a)
+        for b in args.backend:
+            r = subprocess.run([sys.executable, os.path.abspath(__file__), *rest, "--backend", b])
+            if r.returncode:
+                return r.returncode
+        return 0
+    from dualrnn.results import device_name, provenance, update_csv
+
+    stem = os.path.join(args.out, f"throughput_{slug(device_name())}")
+    key = ("backend", "scale", "row", "mode", "implementation")
+    comment = ("measured by experiments/throughput.py; tokens/s are medians of timed steps "
+               "after warm-up; vs_* are ratios of tokens/s measured in the same run")
+    rows = run(args, save=lambda rows: update_csv(stem + ".csv", rows, key, COLUMNS, comment))
+    merged = update_csv(stem + ".csv", rows, key, COLUMNS, comment)
+    prov = provenance()
+    checks = [dict(c, backend=rows[0]["backend"], scale=args.scale, device=prov["device"],
+                   commit=prov["commit"], date=prov["date"]) for c in targets(rows)]
+    if checks:
+        update_csv(stem + "_targets.csv", checks, ("backend", "scale", "target"), TARGET_COLUMNS,
+                   "checked by experiments/throughput.py on the rows of one run")
+        print("targets (training tokens/s ratios of this run):")
+        for c in checks:
+            print(f"  {'met ' if c['met'] else 'MISS'} {c['target']}: {c['measured']:.3f} "
+                  f"(required {c['required']}){'; ' + c['note'] if c['note'] else ''}")
+    if not args.no_plot:
+        scale_rows = [r for r in merged if r["scale"] == args.scale]
+        plot(scale_rows, f"{stem}_{args.scale}.png",
+             f"training throughput, {args.scale} sizes, {device_name()}")
+    print(f"wrote {stem}.csv")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""The fast paths (layers.fused, 2-D dual head and output) against the straightforward
+implementation (Keras's cell-by-cell RNN layers): same logits, same gradients, same dropout masks."""
+
+import keras
+import numpy as np
+import pytest
+
+import dualrnn
+from dualrnn import presets
+from dualrnn.layers import MogrifierLSTMCell, fused
+from dualrnn.streaming import StreamingLM, jit_compile_default
+
+pytestmark = pytest.mark.jax
+VOCAB = 30
+
+
+def pair(cfg, seed=1):
+    """The same model twice (same seed: same weights and dropout seeds), fast and reference."""
+    ref = dualrnn.build_model(cfg, VOCAB, seed=seed, implementation="reference")
+    fast = dualrnn.build_model(cfg, VOCAB, seed=seed, implementation="fast")
+    assert [(v.name, tuple(v.shape)) for v in ref.weights] == [
+        (v.name, tuple(v.shape)) for v in fast.weights]
+    rng = np.random.default_rng(seed)
+    for a, b in zip(ref.trainable_weights, fast.trainable_weights):
+        w = rng.normal(0, 0.3, a.shape).astype("float32")
+        a.assign(w)
+        b.assign(w)
+    return ref, fast
+
+
+def numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+@pytest.mark.parametrize("dropout", [False, True], ids=["dropout_off", "dropout_on"])
+@pytest.mark.parametrize("name", presets.TABLE1_NAMES)
+def test_fast_equals_reference_logits_and_gradients(name, dropout, rng):
+    cfg = presets.table1(name, "ptb", "smoke").model
+    if not dropout:
+        cfg = cfg.without_regularization()
+    cfg = cfg.replace(embedding_units=8, recurrent_units=tuple(
+        8 if u == cfg.recurrent_units[-1] else 6 for u in cfg.recurrent_units),
+        mogrifier_rank=min(cfg.mogrifier_rank, 3), activation_l2=1e-3 if dropout else 0.0)
+    ref, fast = pair(cfg)
+    ids = rng.integers(0, VOCAB, size=(3, 6))
+    targets = rng.integers(0, VOCAB, size=(3, 6))
+    # logits: inference, then a training call (dropout masks drawn from the same generators)
+    for training in (False, True):
+        np.testing.assert_allclose(numpy(fast(ids, training=training)),
+                                   numpy(ref(ids, training=training)), rtol=1e-5, atol=1e-5)
+    # gradients: one compiled SGD step (lr 1) of each, dropout and penalties as in training;
+    # both compiled alike (TensorFlow draws other dropout masks under XLA than without), without
+    # XLA on TensorFlow (quicker to compile; the JAX rerun covers XLA)
+    before = [numpy(v) for v in ref.trainable_weights]
+    losses = []
+    for model in (ref, fast):
+        stream = StreamingLM(model, 3)
+        stream.compile(optimizer=keras.optimizers.SGD(1.0), jit_compile=jit_compile_default(ref))
+        keep = np.zeros((3,), "float32")
+        losses.append(float(stream.train_on_batch((ids, keep), targets)))
+    assert np.isclose(losses[0], losses[1], rtol=1e-5)
+    for w0, a, b in zip(before, ref.trainable_weights, fast.trainable_weights):
+        g_ref, g_fast = w0 - numpy(a), w0 - numpy(b)
+        assert np.abs(g_ref).max() > 0, a.path
+        np.testing.assert_allclose(g_fast, g_ref, rtol=1e-4, atol=2e-6, err_msg=a.path)
+
+
+def rnn_pair(make_cell, x, initial_state=None, training=True, unroll=False):
+    layer = keras.layers.RNN(make_cell(), return_sequences=True, return_state=True)
+    ref = [numpy(t) for t in layer(x, initial_state=initial_state, training=False)]
+    other = keras.layers.RNN(make_cell(), return_sequences=True, return_state=True)
+    other.build(x.shape)
+    for a, b in zip(layer.weights, other.weights):
+        b.assign(a)
+    ref = [numpy(t) for t in layer(x, initial_state=initial_state, training=training)]
+    # the fast kernel on the other layer's (identically seeded) cell, same call sequence
+    fused.run_sequence(other.cell, x, initial_state, training=False, unroll=unroll)
+    got = [numpy(t) for t in fused.run_sequence(other.cell, x, initial_state, training=training,
+                                                unroll=unroll)]
+    return ref, got
+
+
+@pytest.mark.parametrize("make_cell", [
+    lambda: keras.layers.LSTMCell(5, dropout=0.3, recurrent_dropout=0.4, seed=3),
+    lambda: keras.layers.LSTMCell(5, dropout=0.3, seed=3),
+    lambda: keras.layers.LSTMCell(5, activation="relu", recurrent_dropout=0.3, seed=3),
+    lambda: MogrifierLSTMCell(5, rounds=5, rank=0, zigzag=False, mogrifier_dropout=0.2,
+                              dropout=0.2, recurrent_dropout=0.3, seed=3),
+    lambda: MogrifierLSTMCell(5, rounds=3, rank=2, mogrifier_dropout=0.2, seed=3),
+], ids=["lstm_both_dropouts", "lstm_input_dropout", "lstm_relu", "mog_nozigzag_full_rank",
+        "mog_low_rank"])
+@pytest.mark.parametrize("unroll", [False, True], ids=["loop", "unrolled"])
+def test_run_sequence_equals_keras_rnn(make_cell, unroll, rng):
+    x = rng.normal(size=(3, 7, 4)).astype("float32")
+    state = [rng.normal(size=(3, 5)).astype("float32") for _ in range(2)]
+    ref, got = rnn_pair(make_cell, x, state, unroll=unroll)
+    for a, b in zip(ref, got):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_implementation():
+    cfg = presets.table1("lstm", "ptb", "smoke").model
+    with pytest.raises(ValueError, match="implementation='slow'"):
+        dualrnn.build_model(cfg, VOCAB, implementation="slow")
+    with pytest.raises(ValueError, match="unroll=3"):
+        dualrnn.build_model(cfg, VOCAB, unroll=3)
+
+
+def test_switch_survives_save_and_load(tmp_path, rng):
+    cfg = presets.table1("dual_mdlstm", "ptb", "smoke").model
+    ref, fast = pair(cfg)
+    path = str(tmp_path / "m.keras")
+    ref.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.implementation == "reference"
+    ids = rng.integers(0, VOCAB, size=(2, 4))
+    np.testing.assert_allclose(numpy(loaded(ids)), numpy(fast(ids)), rtol=1e-5, atol=1e-5)
+
+
+def test_jit_compile_default():
+    cfg = presets.table1("lstm", "ptb", "smoke").model
+    fast = dualrnn.build_model(cfg, VOCAB)
+    ref = dualrnn.build_model(cfg, VOCAB, implementation="reference")
+    on_jax = keras.backend.backend() == "jax"
+    assert jit_compile_default(fast) is on_jax and jit_compile_default(ref) is on_jax
+
+
+def test_mixed_precision_keeps_loss_and_state_float32(rng):
+    cfg = presets.table1("dual_lstm", "ptb", "smoke").model.without_regularization()
+    full = dualrnn.build_model(cfg, VOCAB, seed=4)
+    mixed = dualrnn.build_model(cfg, VOCAB, seed=4, dtype="mixed_bfloat16")
+    for a, b in zip(full.weights, mixed.weights):
+        assert b.dtype == "float32"
+        b.assign(a)
+    ids = rng.integers(0, VOCAB, size=(2, 5))
+    out = mixed(ids)
+    assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
+    np.testing.assert_allclose(numpy(keras.ops.cast(out, "float32")), numpy(full(ids)),
+                               rtol=0.1, atol=0.1)
+    stream = StreamingLM(mixed, 2)
+    stream.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit_compile_default(mixed))
+    loss = stream.train_on_batch((ids, np.zeros((2,), "float32")), ids)
+    assert np.isfinite(float(loss)) and all(v.dtype == "float32" for v in stream.carry)
+
+
+class OneLayer(keras.Model):
+    """One recurrent layer, run by Keras's RNN or by the fast kernel (for gradient checks)."""
+
+    def __init__(self, make_cell, fast):
+        super().__init__()
+        self.rnn = keras.layers.RNN(make_cell(), return_sequences=True, return_state=True)
+        self.fast = fast
+
+    def call(self, x, training=False):
+        if self.fast:
+            if not self.rnn.built:
+                self.rnn.build(tuple(x.shape))
+            ys, h, c = fused.run_sequence(self.rnn.cell, x, training=training)
+        else:
+            ys, h, c = self.rnn(x, training=training)
+        return ys + keras.ops.expand_dims(h + 0.5 * c, 1)
+
+
+@pytest.mark.parametrize("make_cell", [
+    lambda: MogrifierLSTMCell(5, rounds=4, rank=0, mogrifier_dropout=0.2, dropout=0.2,
+                              recurrent_dropout=0.3, seed=3),
+    lambda: MogrifierLSTMCell(5, rounds=5, rank=2, seed=3),
+    lambda: keras.layers.LSTMCell(5, dropout=0.3, seed=3),
+], ids=["mog_full_rank_all_dropouts", "mog_low_rank_no_dropout", "lstm_input_dropout"])
+def test_run_sequence_gradients_equal_keras_rnn(make_cell, rng):
+    x = rng.normal(size=(3, 6, 4)).astype("float32")
+    y = rng.normal(size=(3, 6, 5)).astype("float32")
+    models = []
+    for fast in (False, True):
+        keras.utils.set_random_seed(7)
+        m = OneLayer(make_cell, fast)
+        m(x)
+        models.append(m)
+    for a, b in zip(*(m.trainable_weights for m in models)):
+        w = rng.normal(0, 0.4, a.shape).astype("float32")
+        a.assign(w)
+        b.assign(w)
+    before = [numpy(v) for v in models[0].trainable_weights]
+    for m in models:
+        m.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse",
+                  jit_compile=jit_compile_default())
+        m.train_on_batch(x, y)
+    for w0, a, b in zip(before, *(m.trainable_weights for m in models)):
+        np.testing.assert_allclose(w0 - numpy(b), w0 - numpy(a), rtol=1e-4, atol=2e-6,
+                                   err_msg=a.path)
