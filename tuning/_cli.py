@@ -16,3 +16,4 @@ _cli = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_cli)
 Parser, check_writable, csv_list, in_range, set_backend = (
     _cli.Parser, _cli.check_writable, _cli.csv_list, _cli.in_range, _cli.set_backend)
+add_run_flags, check_run_flags = _cli.add_run_flags, _cli.check_run_flags
