@@ -1,5 +1,5 @@
 """The fast paths (layers.fused, 2-D dual head and output) against the straightforward
-implementation (Keras's cell-by-cell RNN layers): same logits, same gradients, same dropout masks."""
+implementation (Keras's cell-by-cell RNN layers): same logits, gradients and dropout masks."""
 
 import keras
 import numpy as np

@@ -72,7 +72,7 @@ def _gates(cell, z, c):
 
 
 def _gate_blocks(matrix, units):
-    """``(rows, 4 * units)`` -> ``(4, rows, units)``: the i, f, c, o blocks for a batched product."""
+    """``(rows, 4 * units)`` -> ``(4, rows, units)``: gate blocks i, f, c, o (batched product)."""
     rows = ops.shape(matrix)[0]
     return ops.transpose(ops.reshape(matrix, (rows, 4, units)), (1, 0, 2))
 
