@@ -54,14 +54,16 @@ def csv_list(choices):
     return parse
 
 
-def in_range(lo, hi, kind=float):
+def in_range(lo, hi, kind=float, what="the paper's range"):
+    """argparse type: a ``kind`` (float or int) in [lo, hi]; errors name ``what`` the range is."""
     def parse(text):
         try:
             v = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+            noun = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
         if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"{v} is outside the paper's range [{lo}, {hi}]")
+            raise argparse.ArgumentTypeError(f"{v} is outside {what} [{lo}, {hi}]")
         return v
 
     return parse

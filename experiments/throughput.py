@@ -53,18 +53,7 @@ _cli.set_backend(sys.argv)
 
 def count(lo, hi):
     """argparse type: an integer in [lo, hi]."""
-    import argparse
-
-    def parse(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"{v} is outside [{lo}, {hi}]")
-        return v
-
-    return parse
+    return _cli.in_range(lo, hi, int, what="the allowed range")
 
 
 def parse(argv):
