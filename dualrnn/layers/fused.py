@@ -239,6 +239,36 @@ def _sig_grad(s):
     return s * (1.0 - s)
 
 
+def _cell_update(z, c, units):
+    """The sigmoid/tanh LSTM update from the gate pre-activations ``z`` (order i, f, c, o):
+    returns ``(h, c, [i, f, g, o])``; the activations are what ``_cell_update_grad`` needs."""
+    i = ops.sigmoid(z[:, :units])
+    f = ops.sigmoid(z[:, units:2 * units])
+    g = ops.tanh(z[:, 2 * units:3 * units])
+    o = ops.sigmoid(z[:, 3 * units:])
+    c = f * c + i * g
+    return o * ops.tanh(c), c, ops.concatenate([i, f, g, o], axis=-1)
+
+
+def _cell_update_grad(dh, dc_next, acts, c, c_prev, units):
+    """Backward of ``_cell_update`` for one step: given dL/dh and the cell gradient from the next
+    step, returns ``(dL/dz, dL/dc, f)``; ``dc * f`` is the gradient reaching ``c_prev``."""
+    i, f = acts[:, :units], acts[:, units:2 * units]
+    g, o = acts[:, 2 * units:3 * units], acts[:, 3 * units:]
+    tc = ops.tanh(c)
+    dc = dc_next + dh * o * (1.0 - tc * tc)
+    dz = ops.concatenate([dc * g * _sig_grad(i), dc * c_prev * _sig_grad(f),
+                          dc * i * (1.0 - g * g), dh * tc * _sig_grad(o)], axis=-1)
+    return dz, dc, f
+
+
+def _upstream(upstream, refs):
+    """``custom_gradient``'s upstream gradients (flat or as one list), zeros where None."""
+    if len(upstream) == 1 and isinstance(upstream[0], (list, tuple)):
+        upstream = upstream[0]
+    return [ops.zeros_like(ref) if u is None else u for u, ref in zip(upstream, refs)]
+
+
 def lstm_recurrence(proj, h0, c0, recurrent, rmask=None):
     """The recurrent part of a tanh/sigmoid LSTM over a projected window, with a hand-written
     backward pass.
@@ -266,21 +296,13 @@ def lstm_recurrence(proj, h0, c0, recurrent, rmask=None):
             else:
                 rec = ops.matmul(h, recurrent)
             z = inputs[0] + rec
-            i = ops.sigmoid(z[:, :units])
-            f = ops.sigmoid(z[:, units:2 * units])
-            g = ops.tanh(z[:, 2 * units:3 * units])
-            o = ops.sigmoid(z[:, 3 * units:])
-            c = f * c + i * g
-            h = o * ops.tanh(c)
-            return (h, c), (h, c, ops.concatenate([i, f, g, o], axis=-1))
+            h, c, acts = _cell_update(z, c, units)
+            return (h, c), (h, c, acts)
 
         (h_last, c_last), (hs, cs, acts) = _scan_all(step, (h0, c0), [proj], 3)
 
         def grad(*upstream):
-            if len(upstream) == 1 and isinstance(upstream[0], (list, tuple)):
-                upstream = upstream[0]
-            d_ys, d_h, d_c = (ops.zeros_like(ref) if u is None else u
-                              for u, ref in zip(upstream, (hs, h_last, c_last)))
+            d_ys, d_h, d_c = _upstream(upstream, (hs, h_last, c_last))
             c_prev = ops.concatenate([ops.expand_dims(c0, 0), cs[:-1]], axis=0)
             h_prev = ops.concatenate([ops.expand_dims(h0, 0), hs[:-1]], axis=0)
             rec_t = ops.transpose(recurrent)                              # (4H, H)
@@ -289,13 +311,7 @@ def lstm_recurrence(proj, h0, c0, recurrent, rmask=None):
             def back(carry, inputs):
                 dh_next, dc_next = carry
                 dy, a, c, cp = inputs
-                i, f = a[:, :units], a[:, units:2 * units]
-                g, o = a[:, 2 * units:3 * units], a[:, 3 * units:]
-                dh = dy + dh_next
-                tc = ops.tanh(c)
-                dc = dc_next + dh * o * (1.0 - tc * tc)
-                dz = ops.concatenate([dc * g * _sig_grad(i), dc * cp * _sig_grad(f),
-                                      dc * i * (1.0 - g * g), dh * tc * _sig_grad(o)], axis=-1)
+                dz, dc, f = _cell_update_grad(dy + dh_next, dc_next, a, c, cp, units)
                 if masked:
                     dz4 = ops.transpose(ops.reshape(dz, (-1, 4, units)), (1, 0, 2))
                     dhp = ops.sum(ops.matmul(dz4, blocks_t) * rmask, axis=0)
@@ -415,21 +431,13 @@ def mogrifier_recurrence(xs, h0, c0, fused, bias, rounds, in_masks=None, rec_mas
             h, c = carry
             x, h, _ = mogrify(inputs[0], h)
             z = gate_input(x, h)
-            i = ops.sigmoid(z[:, :units])
-            f = ops.sigmoid(z[:, units:2 * units])
-            g = ops.tanh(z[:, 2 * units:3 * units])
-            o = ops.sigmoid(z[:, 3 * units:])
-            c = f * c + i * g
-            h = o * ops.tanh(c)
-            return (h, c), (h, c, ops.concatenate([i, f, g, o], axis=-1))
+            h, c, acts = _cell_update(z, c, units)
+            return (h, c), (h, c, acts)
 
         (h_last, c_last), (hs, cs, acts) = _scan_all(step, (h0, c0), [xs], 3)
 
         def grad(*upstream):
-            if len(upstream) == 1 and isinstance(upstream[0], (list, tuple)):
-                upstream = upstream[0]
-            d_ys, d_h, d_c = (ops.zeros_like(ref) if u is None else u
-                              for u, ref in zip(upstream, (hs, h_last, c_last)))
+            d_ys, d_h, d_c = _upstream(upstream, (hs, h_last, c_last))
             c_prev = ops.concatenate([ops.expand_dims(c0, 0), cs[:-1]], axis=0)
             h_prev = ops.concatenate([ops.expand_dims(h0, 0), hs[:-1]], axis=0)
             fused_t = ops.transpose(fused)
@@ -439,13 +447,7 @@ def mogrifier_recurrence(xs, h0, c0, fused, bias, rounds, in_masks=None, rec_mas
                 dh_next, dc_next = carry
                 dy, a, c, cp, x_in, hp = inputs
                 x, h, trace = mogrify(x_in, hp)
-                i, f = a[:, :units], a[:, units:2 * units]
-                g, o = a[:, 2 * units:3 * units], a[:, 3 * units:]
-                dh = dy + dh_next
-                tc = ops.tanh(c)
-                dc = dc_next + dh * o * (1.0 - tc * tc)
-                dz = ops.concatenate([dc * g * _sig_grad(i), dc * cp * _sig_grad(f),
-                                      dc * i * (1.0 - g * g), dh * tc * _sig_grad(o)], axis=-1)
+                dz, dc, f = _cell_update_grad(dy + dh_next, dc_next, a, c, cp, units)
                 if masked:
                     dz4 = ops.transpose(ops.reshape(dz, (-1, 4, units)), (1, 0, 2))
                     du = ops.matmul(dz4, blocks_t)                          # (4, B, D + H)
