@@ -15,6 +15,11 @@ PAPER_DIR = os.path.join(ROOT, "results", "paper")
 
 
 def _commit():
+    """The checkout's short commit (``-dirty`` with uncommitted changes). ``$DUALRNN_COMMIT``
+    stands in where the code runs from a copy without ``.git`` (a lent GPU machine: see
+    experiments/gpu_session.sh)."""
+    if os.environ.get("DUALRNN_COMMIT"):
+        return os.environ["DUALRNN_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
                              capture_output=True, timeout=10)

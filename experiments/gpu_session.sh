@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # One-line GPU session: the throughput benchmark at the paper's sizes and the `full` Table 1 PTB
 # LSTM pair, on a lent GPU machine (H100/H200 with JAX and PyTorch, no TensorFlow, no network).
-# UNTESTED ON A GPU so far: written from the device README; the first GPU session checks it.
 #
 #   here (no GPU), once:   bash experiments/gpu_session.sh prepare
-#       downloads the Keras / keras-tuner wheels the machine lacks into .whl/ and copies PTB into
-#       .gpu/data/ (both in .gitignore: they travel only when the device tool's `carry` names them).
-#   on the machine, via the device tool: run(command="bash experiments/gpu_session.sh bench",
-#       carry=[".whl", ".gpu"])            throughput.py --backend jax, every model (~10 min limit;
-#                                          `bench lstm,dual_lstm,dlstm,dual_dlstm` then
-#                                          `bench mdlstm,dual_mdlstm` splits it into two calls)
-#       run(command="bash experiments/gpu_session.sh table1 540", carry=[".whl", ".gpu"])
-#                                          trains the full lstm/dual_lstm pair for 540 s; repeat
-#                                          while the machine is warm: it resumes from runs/
+#       downloads the Keras / keras-tuner wheels the machine lacks into .whl/, copies PTB into
+#       .gpu/data/ and records the commit in .gpu/commit (the copy sent has no .git); .whl and
+#       .gpu are in .gitignore: they travel only when the device tool's `carry` names them.
+#   on the machine, one call (a session's device time fits one ~10-minute command):
+#       run(command="bash experiments/gpu_session.sh all 540", carry=[".whl", ".gpu"],
+#           timeout_s=600)
+#           throughput.py --backend jax, every model, for about half the seconds (baselines and
+#           training rows first, so a stopped run keeps what matters most), then the full lstm
+#           and dual_lstm trained side by side (two processes, one GPU) for the rest; rerunning
+#           on a warm machine resumes the training from runs/.
+#       or the parts alone: `bench [MODELS] [SECONDS]`, `table1 [SECONDS]`.
 #   here, with the files that came back:   bash experiments/gpu_session.sh merge FILES_AT
 #       merges the returned throughput CSVs into results/ (rows keyed by backend, scale, row,
 #       mode, implementation) and copies the Table 1 files; then commit them.
+#   GPU_SESSION_SMOKE=1 runs the same steps at --tiny / smoke sizes (a rehearsal on a CPU with
+#   the machine's Python and JAX, TensorFlow absent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -30,9 +33,17 @@ setup_device() {
         --target /tmp/site .whl/*.whl
     export PYTHONPATH=/tmp/site:$ROOT KERAS_BACKEND=jax DUALRNN_DATA=$ROOT/.gpu/data
     export PYTHONUNBUFFERED=1
-    $PY -c "import jax, keras, torch; print('jax', jax.__version__, jax.devices(), '| keras',
-keras.__version__, keras.backend.backend(), '| torch', torch.__version__,
-torch.cuda.is_available())"
+    if [ -f .gpu/commit ]; then export DUALRNN_COMMIT=$(cat .gpu/commit); fi
+    $PY - <<'EOF'
+import jax, keras
+try:
+    import torch
+    t = f"torch {torch.__version__}, CUDA {torch.cuda.is_available()}"
+except ImportError:
+    t = "no torch"
+print(f"jax {jax.__version__} {jax.devices()} | keras {keras.__version__} "
+      f"{keras.backend.backend()} | {t}")
+EOF
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 }
 
@@ -40,6 +51,55 @@ bring_back() {   # what is under $OUT comes back (8 files at most, 2 folders dee
     [ -n "${OUT:-}" ] || return 0
     mkdir -p "$OUT"
     for f in "$@"; do [ -f "$f" ] && cp "$f" "$OUT/" || true; done
+}
+
+ALL_MODELS=lstm,dual_lstm,dlstm,dual_dlstm,mdlstm,dual_mdlstm
+if [ -n "${GPU_SESSION_SMOKE:-}" ]; then SCALE=smoke BENCH_SIZE=--tiny; else SCALE=full BENCH_SIZE=; fi
+
+bench() {   # MODELS SECONDS: throughput.py, stopped after SECONDS (the rows so far are kept)
+    timeout "$2" $PY experiments/throughput.py --backend jax --models "$1" --out results \
+        $BENCH_SIZE || echo "throughput.py stopped (exit $?): the rows measured so far are kept"
+}
+
+table1_pair() {   # SECONDS: lstm and dual_lstm side by side, each in its own process
+    # Two JAX processes share the GPU: neither may take JAX's default 75 % of its memory.
+    local m pids=()
+    for m in lstm dual_lstm; do
+        XLA_PYTHON_CLIENT_MEM_FRACTION=0.4 timeout "$1" $PY experiments/table1.py \
+            --dataset ptb --scale $SCALE --models $m --backend jax --out results --runs runs \
+            > "table1_$m.log" 2>&1 &
+        pids+=($!)
+    done
+    for m in 0 1; do wait "${pids[$m]}" || echo "table1.py (${pids[$m]}) stopped (exit $?)"; done
+    for m in lstm dual_lstm; do echo "--- table1 $m"; tail -n 25 "table1_$m.log"; done
+    progress
+}
+
+progress() {   # per-epoch history of every model under runs/, from its checkpoint
+    $PY - "$SCALE" <<'EOF'
+import glob, json, os, sys
+import numpy as np
+from dualrnn.results import provenance, write_csv
+scale = sys.argv[1]
+prov = provenance()
+rows = []
+for path in sorted(glob.glob(f"runs/table1_ptb_{scale}/*/checkpoint.npz")):
+    with np.load(path) as z:
+        state = json.loads(str(z["state"]))
+    for h in state["history"]:
+        rows.append({"model": path.split(os.sep)[-2], **h, "device": prov["device"],
+                     "backend": prov["backend"], "commit": prov["commit"], "date": prov["date"]})
+if rows:
+    write_csv(f"results/table1_ptb_{scale}_progress.csv", rows,
+              ["model", "epoch", "train_loss", "train_ppl", "valid_ppl", "seconds", "device",
+               "backend", "commit", "date"],
+              "per-epoch progress of the Table 1 PTB LSTM pair, read from its checkpoints "
+              "(experiments/gpu_session.sh; the two models trained side by side on one GPU)")
+    print(f"{len(rows)} epochs recorded in results/table1_ptb_{scale}_progress.csv")
+    for r in rows:
+        print(f"  {r['model']:<10} epoch {r['epoch']:>3}: train ppl {r['train_ppl']:8.2f}, "
+              f"valid ppl {r['valid_ppl']:8.2f}, {r['seconds']:.0f}s")
+EOF
 }
 
 case "${1:-}" in
@@ -53,49 +113,38 @@ prepare)
     done
     data=${DUALRNN_DATA:-$ROOT/../shared/data}
     cp -r "$data/ptb" .gpu/data/
+    commit=$(git rev-parse --short HEAD)
+    [ -z "$(git status --porcelain --untracked-files=no)" ] || commit=$commit-dirty
+    echo "$commit" > .gpu/commit
     du -sh .whl .gpu
+    echo "commit recorded for provenance: $commit"
     ;;
 bench)
     setup_device
-    models=${2:-lstm,dual_lstm,dlstm,dual_dlstm,mdlstm,dual_mdlstm}
-    timeout 570 $PY experiments/throughput.py --backend jax --models "$models" --out results \
-        || echo "throughput.py stopped (exit $?): the rows measured so far are in the CSV"
-    bring_back results/throughput_*.csv results/throughput_*_full.png
+    bench "${2:-$ALL_MODELS}" "${3:-570}"
+    bring_back results/throughput_*.csv results/throughput_*.png
     ;;
 table1)
     setup_device
-    seconds=${2:-540}
-    timeout "$seconds" $PY experiments/table1.py --dataset ptb --scale full \
-        --models lstm,dual_lstm --backend jax --out results --runs runs --quiet \
-        || echo "table1.py stopped after ${seconds}s (exit $?); rerun to resume from runs/"
-    # per-epoch progress of unfinished models, from their checkpoints
-    $PY - <<'EOF'
-import glob, json, os
-import numpy as np
-from dualrnn.results import device_name, write_csv
-rows = []
-for path in sorted(glob.glob("runs/table1_ptb_full/*/checkpoint.npz")):
-    with np.load(path) as z:
-        state = json.loads(str(z["state"]))
-    for h in state["history"]:
-        rows.append({"model": path.split(os.sep)[-2], **h, "device": device_name()})
-if rows:
-    write_csv("results/table1_ptb_full_progress.csv", rows,
-              ["model", "epoch", "train_loss", "train_ppl", "valid_ppl", "seconds", "device"],
-              "per-epoch progress of the full Table 1 PTB LSTM pair (experiments/gpu_session.sh)")
-    print(f"{len(rows)} epochs recorded in results/table1_ptb_full_progress.csv")
-EOF
-    bring_back results/table1_ptb_full.csv results/table1_ptb_full_history.csv \
-        results/table1_ptb_full_history.png results/table1_ptb_full_progress.csv
+    table1_pair "${2:-540}"
+    bring_back results/table1_ptb_$SCALE*.csv results/table1_ptb_$SCALE*.png
+    ;;
+all)
+    setup_device
+    total=${2:-540}
+    bench "$ALL_MODELS" $((total / 2))
+    table1_pair $((total - total / 2 - 15))
+    bring_back results/throughput_*.csv results/throughput_*.png \
+        results/table1_ptb_${SCALE}_progress.csv results/table1_ptb_${SCALE}.csv \
+        results/table1_ptb_${SCALE}_history.csv
     ;;
 merge)
     src=${2:?usage: gpu_session.sh merge FOLDER_WITH_RETURNED_FILES}
     for f in "$src"/table1_ptb_full*; do [ -f "$f" ] && cp "$f" results/ || true; done
-    for f in "$src"/throughput_*.png; do [ -f "$f" ] && cp "$f" results/ || true; done
     PYTHONPATH=$ROOT $PY - "$src" <<'EOF'
 import glob, os, sys
 sys.path.insert(0, "experiments")
-from throughput import COLUMNS, TARGET_COLUMNS
+from throughput import COLUMNS, TARGET_COLUMNS, plot
 from dualrnn.results import read_csv, update_csv
 for path in glob.glob(os.path.join(sys.argv[1], "throughput_*.csv")):
     name = os.path.basename(path)
@@ -106,10 +155,17 @@ for path in glob.glob(os.path.join(sys.argv[1], "throughput_*.csv")):
                       TARGET_COLUMNS if targets else COLUMNS,
                       "merged by experiments/gpu_session.sh from a GPU session")
     print(f"results/{name}: {len(rows)} rows")
+    if not targets:   # the chart, redrawn from the merged rows (a stopped run drew none)
+        stem = os.path.join("results", name[:-len(".csv")])
+        for scale in dict.fromkeys(r["scale"] for r in rows):
+            device = rows[0]["device"]
+            plot([r for r in rows if r["scale"] == scale], f"{stem}_{scale}.png",
+                 f"training throughput, {scale} sizes, {device}")
+            print(f"{stem}_{scale}.png")
 EOF
     ;;
 *)
-    echo "usage: gpu_session.sh prepare | bench [MODELS] | table1 [SECONDS] | merge FOLDER" >&2
+    echo "usage: gpu_session.sh prepare | all [SECONDS] | bench [MODELS] [SECONDS] | table1 [SECONDS] | merge FOLDER" >&2
     exit 2
     ;;
 esac

@@ -11,7 +11,8 @@ warm-up steps that compile) of
 
 * ``fast``: the library's default implementation (``LanguageModel(implementation="fast")``);
 * ``keras``: the same model run through ``keras.layers.LSTM`` / ``keras.layers.RNN`` cell by cell
-  (``implementation="reference"``): Keras's own LSTM with the same widths and settings;
+  (``implementation="reference"``): Keras's own LSTM with the same widths and settings
+  (training only);
 
 and, per recurrent family (the widths of lstm, dlstm, mdlstm), training tokens/s of three plain
 models without dropout or penalties, the like-for-like comparison with the frameworks' LSTMs:
@@ -497,20 +498,38 @@ def run(args, save=None):
               f"{r['gflops_per_s']:>8.1f} GFLOP/s ({r['fraction_of_peak']:.0%} of peak) "
               f"{r['peak_memory_mb']:>8.0f} MB", flush=True)
 
-    for name in args.models:
-        cfg = scaled_config(name, args.scale)
-        impls = ["fast"] + ([] if args.no_reference else ["reference"])
-        for mode in args.modes:
-            for impl in impls:
-                if impl == "reference" and mode != "train" and args.scale != "full":
-                    continue  # quick/tiny: the keras.layers.LSTM comparison for training only
+    # Order: the baselines first, then every model's training rows, then evaluation and dynamic
+    # evaluation: a run stopped early (a time-limited GPU lease) keeps the rows that matter most.
+    if "train" in args.modes and not args.no_plain:
+        for fam in dict.fromkeys(family_of(n) for n in args.models):
+            cfg = scaled_config(fam, args.scale).without_regularization().replace(
+                mogrifier_rounds=0, mogrifier_rank=0)
+            if torch is not None:
+                seconds, peak_bytes, threads = measure_torch_plain(cfg, args)
+                mem = PeakMemory()
+                mem.peak = peak_bytes
+                record(f"{fam}_plain", "train", fam, cfg, "torch_plain", "none", seconds,
+                       mem, f"n/a ({threads} threads)")
+            with PeakMemory() as mem:
+                seconds, kjit = measure_keras_plain(cfg, args)
+            record(f"{fam}_plain", "train", fam, cfg, "keras_plain", "none", seconds, mem,
+                   kjit, keras_gpu_peak())
+            with PeakMemory() as mem:
+                seconds = measure_library(cfg, args, "train", "fast", jit, unroll)
+            record(f"{fam}_plain", "train", fam, cfg, "fast", "none", seconds, mem, jit,
+                   keras_gpu_peak())
+    for mode in args.modes:
+        for name in args.models:
+            cfg = scaled_config(name, args.scale)
+            for impl in ["fast"] + ([] if args.no_reference else ["reference"]):
+                if impl == "reference" and mode != "train":
+                    continue  # the keras.layers.LSTM comparison is for training only
                 with PeakMemory() as mem:
                     seconds = measure_library(cfg, args, mode, impl, jit_of(impl), unroll)
                 record(name, mode, name, cfg, "fast" if impl == "fast" else "keras",
                        "table1" if mode == "train" else "none", seconds, mem, jit_of(impl),
                        keras_gpu_peak())
-    if "train" in args.modes:
-        if "mdlstm" in [family_of(n) for n in args.models]:
+        if mode == "train" and "mdlstm" in [family_of(n) for n in args.models]:
             cfg = scaled_config("mdlstm", args.scale).replace(mogrifier_rounds=0,
                                                               mogrifier_rank=0,
                                                               mogrifier_dropout=0.0)
@@ -518,24 +537,6 @@ def run(args, save=None):
                 seconds = measure_library(cfg, args, "train", "fast", jit, unroll)
             record("mdlstm_rounds0", "train", "mdlstm", cfg, "fast", "table1", seconds, mem,
                    jit, keras_gpu_peak())
-        if not args.no_plain:
-            for fam in dict.fromkeys(family_of(n) for n in args.models):
-                cfg = scaled_config(fam, args.scale).without_regularization().replace(
-                    mogrifier_rounds=0, mogrifier_rank=0)
-                with PeakMemory() as mem:
-                    seconds = measure_library(cfg, args, "train", "fast", jit, unroll)
-                record(f"{fam}_plain", "train", fam, cfg, "fast", "none", seconds, mem, jit,
-                       keras_gpu_peak())
-                with PeakMemory() as mem:
-                    seconds, kjit = measure_keras_plain(cfg, args)
-                record(f"{fam}_plain", "train", fam, cfg, "keras_plain", "none", seconds, mem,
-                       kjit, keras_gpu_peak())
-                if torch is not None:
-                    seconds, peak_bytes, threads = measure_torch_plain(cfg, args)
-                    mem = PeakMemory()
-                    mem.peak = peak_bytes
-                    record(f"{fam}_plain", "train", fam, cfg, "torch_plain", "none", seconds,
-                           mem, f"n/a ({threads} threads)")
     add_ratios(rows)
     return rows
 
@@ -659,20 +660,27 @@ def main(argv=None):
             if r.returncode:
                 return r.returncode
         return 0
-    from dualrnn.results import device_name, provenance, update_csv
+    from dualrnn.results import device_name, provenance, read_csv, update_csv
 
     stem = os.path.join(args.out, f"throughput_{slug(device_name())}")
     key = ("backend", "scale", "row", "mode", "implementation")
     comment = ("measured by experiments/throughput.py; tokens/s are medians of timed steps "
                "after warm-up; vs_* are ratios of tokens/s measured in the same run")
-    rows = run(args, save=lambda rows: update_csv(stem + ".csv", rows, key, COLUMNS, comment))
-    merged = update_csv(stem + ".csv", rows, key, COLUMNS, comment)
     prov = provenance()
-    checks = [dict(c, backend=rows[0]["backend"], scale=args.scale, device=prov["device"],
-                   commit=prov["commit"], date=prov["date"]) for c in targets(rows)]
+
+    def save(rows):   # after every row: a run stopped early keeps its rows and targets
+        update_csv(stem + ".csv", rows, key, COLUMNS, comment)
+        checks = [dict(c, backend=rows[0]["backend"], scale=args.scale, device=prov["device"],
+                       commit=prov["commit"], date=prov["date"]) for c in targets(rows)]
+        if checks:
+            update_csv(stem + "_targets.csv", checks, ("backend", "scale", "target"),
+                       TARGET_COLUMNS, "checked by experiments/throughput.py on the rows of one run")
+        return checks
+
+    rows = run(args, save=save)
+    checks = save(rows)
+    merged = read_csv(stem + ".csv")
     if checks:
-        update_csv(stem + "_targets.csv", checks, ("backend", "scale", "target"), TARGET_COLUMNS,
-                   "checked by experiments/throughput.py on the rows of one run")
         print("targets (training tokens/s ratios of this run):")
         for c in checks:
             print(f"  {'met ' if c['met'] else 'MISS'} {c['target']}: {c['measured']:.3f} "
