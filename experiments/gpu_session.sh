@@ -50,7 +50,11 @@ EOF
 bring_back() {   # what is under $OUT comes back (8 files at most, 2 folders deep)
     [ -n "${OUT:-}" ] || return 0
     mkdir -p "$OUT"
-    for f in "$@"; do [ -f "$f" ] && cp "$f" "$OUT/" || true; done
+    # the checkout's own CPU results (throughput_<cpu>-N-cores*) travel with it: leave them
+    for f in "$@"; do
+        case "$f" in *-cores.csv|*-cores_*) continue ;; esac
+        [ -f "$f" ] && cp "$f" "$OUT/" || true
+    done
 }
 
 ALL_MODELS=lstm,dual_lstm,dlstm,dual_dlstm,mdlstm,dual_mdlstm
@@ -146,22 +150,31 @@ import glob, os, sys
 sys.path.insert(0, "experiments")
 from throughput import COLUMNS, TARGET_COLUMNS, plot
 from dualrnn.results import read_csv, update_csv
+from throughput import targets as check_targets
 for path in glob.glob(os.path.join(sys.argv[1], "throughput_*.csv")):
     name = os.path.basename(path)
-    targets = name.endswith("_targets.csv")
-    key = ("backend", "scale", "target") if targets else (
-        "backend", "scale", "row", "mode", "implementation")
-    rows = update_csv(os.path.join("results", name), read_csv(path), key,
-                      TARGET_COLUMNS if targets else COLUMNS,
+    if name.endswith("_targets.csv"):
+        continue   # recomputed below from the returned rows (the same function throughput.py uses)
+    returned = read_csv(path)
+    rows = update_csv(os.path.join("results", name), returned,
+                      ("backend", "scale", "row", "mode", "implementation"), COLUMNS,
                       "merged by experiments/gpu_session.sh from a GPU session")
     print(f"results/{name}: {len(rows)} rows")
-    if not targets:   # the chart, redrawn from the merged rows (a stopped run drew none)
-        stem = os.path.join("results", name[:-len(".csv")])
-        for scale in dict.fromkeys(r["scale"] for r in rows):
-            device = rows[0]["device"]
-            plot([r for r in rows if r["scale"] == scale], f"{stem}_{scale}.png",
-                 f"training throughput, {scale} sizes, {device}")
-            print(f"{stem}_{scale}.png")
+    stem = os.path.join("results", name[:-len(".csv")])
+    for run in dict.fromkeys((r["backend"], r["scale"]) for r in returned):
+        same = [r for r in returned if (r["backend"], r["scale"]) == run]
+        checks = [dict(c, backend=run[0], scale=run[1], device=same[0]["device"],
+                       commit=same[0]["commit"], date=same[0]["date"])
+                  for c in check_targets(same)]
+        if checks:
+            update_csv(stem + "_targets.csv", checks, ("backend", "scale", "target"),
+                       TARGET_COLUMNS, "checked by experiments/throughput.py on the rows of one "
+                       "run (merged by experiments/gpu_session.sh)")
+            print(f"{stem}_targets.csv: {len(checks)} targets of {run}")
+    for scale in dict.fromkeys(r["scale"] for r in rows):   # the chart, from the merged rows
+        plot([r for r in rows if r["scale"] == scale], f"{stem}_{scale}.png",
+             f"training throughput, {scale} sizes, {rows[0]['device']}")
+        print(f"{stem}_{scale}.png")
 EOF
     ;;
 *)
