@@ -6,8 +6,10 @@
 
 For each model and mode (``train``: one Nadam step per window with the Table 1 dropouts and
 penalties; ``eval``: scoring a window; ``dyneval``: dynamic evaluation's compiled step per window,
-score + gradient + update) it measures steady-state tokens/s (median over the timed steps, after
-warm-up steps that compile) of
+score + gradient + update) it measures steady-state tokens/s: every row of a mode is built and
+warmed up (compiled) first, then the rows are timed in rounds, one sample of each in turn, and
+each row's median counts, so that a machine whose speed drifts during the run (a shared host,
+GPU clocks) shifts all rows alike and the ratios stay fair. The rows are
 
 * ``fast``: the library's default implementation (``LanguageModel(implementation="fast")``);
 * ``keras``: the same model run through ``keras.layers.LSTM`` / ``keras.layers.RNN`` cell by cell
@@ -17,7 +19,8 @@ warm-up steps that compile) of
 and, per recurrent family (the widths of lstm, dlstm, mdlstm), training tokens/s of three plain
 models without dropout or penalties, the like-for-like comparison with the frameworks' LSTMs:
 ``fast_plain`` (ours), ``keras_plain`` (``keras.layers.Embedding`` + ``keras.layers.LSTM`` + tied
-output) and ``torch_plain`` (``torch.nn.LSTM``, where torch is importable); for the mdLSTM
+output) and ``torch_plain`` (``torch.nn.LSTM``, where torch is importable; timed alone in its own
+process, before the others); for the mdLSTM
 family also ``fast_rounds0``, the model without its Mogrifier rounds. It also measures the GEMM
 peak of the machine in the same run, computes FLOPs per token from each configuration, and
 samples peak memory. Results are merged into ``results/throughput_<device>.csv`` (key: backend,
@@ -27,6 +30,7 @@ scale, row, mode) with a bar chart beside it and the issue's targets checked in
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -43,6 +47,7 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 COLUMNS = ["backend", "scale", "row", "mode", "model", "family", "implementation",
            "regularization", "embedding_units", "recurrent_units", "mogrifier_rounds", "vocab",
            "batch_size", "seq_len", "precision", "jit_compile", "unroll", "steps",
+           "steps_per_sample",
            "seconds_per_step", "tokens_per_s", "flops_per_token", "gflops_per_s",
            "gemm_peak_gflops", "fraction_of_peak", "vs_keras_same_config", "vs_keras_plain",
            "vs_torch_plain", "peak_memory_mb", "device", "versions", "commit", "date"]
@@ -81,7 +86,10 @@ def parse(argv):
     p.add_argument("--unroll", choices=["default", "on", "off"], default="default",
                    help="unroll the fast Mogrifier loop (default: layers.fused.default_unroll)")
     p.add_argument("--steps", type=count(1, 10_000), default=None,
-                   help="timed steps per row (default 8; --quick 3; --tiny 1)")
+                   help="timed samples per row, rows interleaved (default 8; --quick 3; --tiny 1)")
+    p.add_argument("--min-sample", type=_cli.in_range(0.0, 60.0), default=0.05,
+                   help="seconds a timed sample lasts at least: short steps (GPU) are repeated "
+                        "within a sample (default 0.05)")
     p.add_argument("--warmup", type=count(1, 100), default=None,
                    help="warm-up steps per row, not timed (default 3; --quick 2; --tiny 1)")
     p.add_argument("--batch-size", type=count(1, 4096), default=None,
@@ -202,6 +210,31 @@ def keras_gpu_peak():
     return None
 
 
+def interleaved(steps, warmup, samples, min_sample=0.05):
+    """Median seconds per call of each function in ``steps`` (each must block until its result
+    is ready), timed in rounds: every round times one sample of each function in turn, so that
+    a machine that slows down or speeds up during the run (clocks, neighbours on a shared host)
+    shifts all rows alike and the ratios between rows stay fair. A sample is ``k`` calls, with
+    ``k`` chosen from the last warm-up call so that a sample lasts at least ``min_sample``
+    seconds (a GPU step of a few milliseconds is otherwise mostly timer and dispatch noise).
+    Returns ``[(seconds per call, k), ...]``."""
+    ks = []
+    for step in steps:
+        for _ in range(max(0, warmup - 1)):
+            step()
+        t = time.perf_counter()
+        step()
+        ks.append(max(1, math.ceil(min_sample / max(time.perf_counter() - t, 1e-9))))
+    times = [[] for _ in steps]
+    for _ in range(samples):
+        for i, (step, k) in enumerate(zip(steps, ks)):
+            t = time.perf_counter()
+            for _ in range(k):
+                step()
+            times[i].append((time.perf_counter() - t) / k)
+    return [(sorted(ts)[len(ts) // 2], k) for ts, k in zip(times, ks)]
+
+
 def timed(step, warmup, steps):
     """Median seconds per call of ``step`` (which must block until its result is ready)."""
     for _ in range(warmup):
@@ -310,7 +343,13 @@ def data(args, vocab):
 
 
 def measure_library(cfg, args, mode, implementation, jit, unroll):
-    """Seconds per window of the library's compiled step for ``mode``."""
+    """Seconds per window of the library's compiled step for ``mode``, timed alone."""
+    return timed(library_step(cfg, args, mode, implementation, jit, unroll), args.warmup,
+                 args.steps)
+
+
+def library_step(cfg, args, mode, implementation, jit, unroll):
+    """The library's compiled step for ``mode`` on one window, as a function of no arguments."""
     import keras
     import numpy as np
 
@@ -336,7 +375,7 @@ def measure_library(cfg, args, mode, implementation, jit, unroll):
         stream.compile(optimizer=keras.optimizers.Nadam(1e-4, beta_1=0.0, clipnorm=0.5),
                        metrics=[TokenNLL()], jit_compile=jit)
         step = lambda: stream.train_on_batch((ids, keep), targets)  # noqa: E731
-    return timed(step, args.warmup, args.steps)
+    return step
 
 
 def keras_plain_model(cfg, vocab, dtype):
@@ -360,7 +399,8 @@ def keras_plain_model(cfg, vocab, dtype):
     return KerasLSTM()
 
 
-def measure_keras_plain(cfg, args):
+def keras_plain_step(cfg, args):
+    """A training step of ``keras_plain_model`` (Nadam) and whether it is XLA-compiled."""
     import keras
 
     dtype = None if args.precision == "float32" else args.precision
@@ -371,7 +411,7 @@ def measure_keras_plain(cfg, args):
     jit = keras.backend.backend() == "jax"
     model.compile(optimizer=keras.optimizers.Nadam(1e-3), jit_compile=jit,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    return timed(lambda: model.train_on_batch(ids, targets), args.warmup, args.steps), jit
+    return (lambda: model.train_on_batch(ids, targets)), jit
 
 
 def measure_torch_plain(cfg, args):
@@ -473,7 +513,7 @@ def run(args, save=None):
     rows = []
 
     def record(row, mode, model, cfg, implementation, regularization, seconds, memory,
-               jit_used, gpu=None):
+               jit_used, gpu=None, k=1):
         tokens = args.batch_size * args.seq_len
         fpt = flops_per_token(cfg, args.vocab, mode)
         tps = tokens / seconds
@@ -484,6 +524,7 @@ def run(args, save=None):
                  mogrifier_rounds=cfg.mogrifier_rounds, vocab=args.vocab,
                  batch_size=args.batch_size, seq_len=args.seq_len, precision=args.precision,
                  jit_compile=jit_used, unroll=unroll_used, steps=args.steps,
+                 steps_per_sample=k,
                  seconds_per_step=f"{seconds:.5f}", tokens_per_s=round(tps, 1),
                  flops_per_token=fpt, gflops_per_s=round(fpt * tps / 1e9, 2),
                  gemm_peak_gflops=round(peak, 1),
@@ -498,45 +539,62 @@ def run(args, save=None):
               f"{r['gflops_per_s']:>8.1f} GFLOP/s ({r['fraction_of_peak']:.0%} of peak) "
               f"{r['peak_memory_mb']:>8.0f} MB", flush=True)
 
-    # Order: the baselines first, then every model's training rows, then evaluation and dynamic
-    # evaluation: a run stopped early (a time-limited GPU lease) keeps the rows that matter most.
-    if "train" in args.modes and not args.no_plain:
-        for fam in dict.fromkeys(family_of(n) for n in args.models):
-            cfg = scaled_config(fam, args.scale).without_regularization().replace(
-                mogrifier_rounds=0, mogrifier_rank=0)
-            if torch is not None:
-                seconds, peak_bytes, threads = measure_torch_plain(cfg, args)
-                mem = PeakMemory()
-                mem.peak = peak_bytes
-                record(f"{fam}_plain", "train", fam, cfg, "torch_plain", "none", seconds,
-                       mem, f"n/a ({threads} threads)")
+    def measure_group(jobs):
+        """Build (compile and warm up) every job of a group, then time them interleaved."""
+        built = []
+        for job in jobs:
             with PeakMemory() as mem:
-                seconds, kjit = measure_keras_plain(cfg, args)
-            record(f"{fam}_plain", "train", fam, cfg, "keras_plain", "none", seconds, mem,
-                   kjit, keras_gpu_peak())
-            with PeakMemory() as mem:
-                seconds = measure_library(cfg, args, "train", "fast", jit, unroll)
-            record(f"{fam}_plain", "train", fam, cfg, "fast", "none", seconds, mem, jit,
-                   keras_gpu_peak())
+                step, jit_used = job["make"]()
+                step()                                    # the first call compiles
+            built.append((step, jit_used, mem.megabytes(keras_gpu_peak())))
+        timings = interleaved([b[0] for b in built], args.warmup, args.steps, args.min_sample)
+        for job, (_, jit_used, mb), (seconds, k) in zip(jobs, built, timings):
+            mem = PeakMemory()
+            mem.peak = mb * 2 ** 20
+            record(job["row"], job["mode"], job["model"], job["cfg"], job["impl"],
+                   job["regularization"], seconds, mem, jit_used, k=k)
+
+    def lib(cfg, mode, impl):
+        return lambda: (library_step(cfg, args, mode, impl, jit_of(impl), unroll), jit_of(impl))
+
+    # torch.nn.LSTM first, each in its own process (timed alone: its threads must not compete).
+    families = list(dict.fromkeys(family_of(n) for n in args.models))
+    plain = {fam: scaled_config(fam, args.scale).without_regularization().replace(
+        mogrifier_rounds=0, mogrifier_rank=0) for fam in families}
+    with_plain = "train" in args.modes and not args.no_plain
+    if with_plain and torch is not None:
+        for fam in families:
+            seconds, peak_bytes, threads = measure_torch_plain(plain[fam], args)
+            mem = PeakMemory()
+            mem.peak = peak_bytes
+            record(f"{fam}_plain", "train", fam, plain[fam], "torch_plain", "none", seconds,
+                   mem, f"n/a ({threads} threads)")
+    # Then one interleaved group per mode, training first: a run stopped early (a time-limited
+    # GPU lease) keeps the rows that matter most.
     for mode in args.modes:
+        jobs = []
+        if mode == "train" and with_plain:
+            for fam in families:
+                jobs.append(dict(row=f"{fam}_plain", mode="train", model=fam, cfg=plain[fam],
+                                 impl="keras_plain", regularization="none",
+                                 make=lambda c=plain[fam]: keras_plain_step(c, args)))
+                jobs.append(dict(row=f"{fam}_plain", mode="train", model=fam, cfg=plain[fam],
+                                 impl="fast", regularization="none",
+                                 make=lib(plain[fam], "train", "fast")))
         for name in args.models:
             cfg = scaled_config(name, args.scale)
-            for impl in ["fast"] + ([] if args.no_reference else ["reference"]):
-                if impl == "reference" and mode != "train":
-                    continue  # the keras.layers.LSTM comparison is for training only
-                with PeakMemory() as mem:
-                    seconds = measure_library(cfg, args, mode, impl, jit_of(impl), unroll)
-                record(name, mode, name, cfg, "fast" if impl == "fast" else "keras",
-                       "table1" if mode == "train" else "none", seconds, mem, jit_of(impl),
-                       keras_gpu_peak())
-        if mode == "train" and "mdlstm" in [family_of(n) for n in args.models]:
-            cfg = scaled_config("mdlstm", args.scale).replace(mogrifier_rounds=0,
-                                                              mogrifier_rank=0,
-                                                              mogrifier_dropout=0.0)
-            with PeakMemory() as mem:
-                seconds = measure_library(cfg, args, "train", "fast", jit, unroll)
-            record("mdlstm_rounds0", "train", "mdlstm", cfg, "fast", "table1", seconds, mem,
-                   jit, keras_gpu_peak())
+            for impl in ["fast"] + ([] if args.no_reference or mode != "train"
+                                    else ["reference"]):   # keras.layers.LSTM: training only
+                jobs.append(dict(row=name, mode=mode, model=name, cfg=cfg,
+                                 impl="fast" if impl == "fast" else "keras",
+                                 regularization="table1" if mode == "train" else "none",
+                                 make=lib(cfg, mode, impl)))
+        if mode == "train" and "mdlstm" in families:
+            cfg = scaled_config("mdlstm", args.scale).replace(
+                mogrifier_rounds=0, mogrifier_rank=0, mogrifier_dropout=0.0)
+            jobs.append(dict(row="mdlstm_rounds0", mode="train", model="mdlstm", cfg=cfg,
+                             impl="fast", regularization="table1", make=lib(cfg, "train", "fast")))
+        measure_group(jobs)
     add_ratios(rows)
     return rows
 
@@ -664,8 +722,10 @@ def main(argv=None):
 
     stem = os.path.join(args.out, f"throughput_{slug(device_name())}")
     key = ("backend", "scale", "row", "mode", "implementation")
-    comment = ("measured by experiments/throughput.py; tokens/s are medians of timed steps "
-               "after warm-up; vs_* are ratios of tokens/s measured in the same run")
+    comment = ("measured by experiments/throughput.py; tokens/s are medians of timed samples "
+               "after warm-up, rows of a mode timed in interleaved rounds (torch rows alone, in "
+               "their own process); vs_* are ratios of tokens/s measured in the same run; "
+               "peak_memory_mb: the process's peak while the row was built and compiled")
     prov = provenance()
 
     def save(rows):   # after every row: a run stopped early keeps its rows and targets

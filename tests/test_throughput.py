@@ -70,3 +70,28 @@ def test_bad_input(args, needle, tmp_path):
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
     assert not os.path.exists(out)
+
+
+def test_interleaved_timing_with_a_fake_clock(monkeypatch):
+    """Rows are timed in rounds (one sample of each in turn); a sample repeats a short step
+    until it lasts ``min_sample``; the result is the median seconds per call of each row."""
+    sys.path.insert(0, os.path.join(ROOT, "experiments"))
+    import throughput
+
+    clock = [0.0]
+    calls = []
+    monkeypatch.setattr(throughput.time, "perf_counter", lambda: clock[0])
+
+    def step(name, seconds):
+        def run():
+            calls.append(name)
+            clock[0] += seconds
+        return run
+
+    # "slow" takes 3x as long as "fast": 5 and 2 calls make a sample of at least 0.05 s.
+    got = throughput.interleaved([step("fast", 0.01), step("slow", 0.03)], warmup=2, samples=5,
+                                 min_sample=0.05)
+    assert got == [(pytest.approx(0.01), 5), (pytest.approx(0.03), 2)]
+    assert calls[:4] == ["fast", "fast", "slow", "slow"]           # warm-up, row by row
+    rounds = ["fast"] * 5 + ["slow"] * 2                            # then one sample each, in turn
+    assert calls[4:] == rounds * 5
