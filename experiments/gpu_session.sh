@@ -7,8 +7,8 @@
 #       .gpu/data/ and records the commit in .gpu/commit (the copy sent has no .git); .whl and
 #       .gpu are in .gitignore: they travel only when the device tool's `carry` names them.
 #   on the machine, one call (a session's device time fits one ~10-minute command):
-#       run(command="bash experiments/gpu_session.sh all 540", carry=[".whl", ".gpu"],
-#           timeout_s=600)
+#       run(command="bash experiments/gpu_session.sh all 530", carry=[".whl", ".gpu"],
+#           timeout_s=600)         (its output also comes back as session.log)
 #           throughput.py --backend jax, every model, for about half the seconds (baselines and
 #           training rows first, so a stopped run keeps what matters most), then the full lstm
 #           and dual_lstm trained side by side (two processes, one GPU) for the rest; rerunning
@@ -25,6 +25,8 @@ ROOT=$PWD
 PY=${PYTHON:-python3}
 
 setup_device() {
+    # the whole session's output comes back as session.log beside the result files
+    if [ -n "${OUT:-}" ]; then mkdir -p "$OUT"; exec > >(tee -a "$OUT/session.log") 2>&1; fi
     if ! ls .whl/*.whl >/dev/null 2>&1; then
         echo "gpu_session.sh: no wheels in .whl/ (run 'prepare' here and carry .whl and .gpu)" >&2
         exit 2

@@ -47,10 +47,10 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 COLUMNS = ["backend", "scale", "row", "mode", "model", "family", "implementation",
            "regularization", "embedding_units", "recurrent_units", "mogrifier_rounds", "vocab",
            "batch_size", "seq_len", "precision", "jit_compile", "unroll", "steps",
-           "steps_per_sample",
-           "seconds_per_step", "tokens_per_s", "flops_per_token", "gflops_per_s",
-           "gemm_peak_gflops", "fraction_of_peak", "vs_keras_same_config", "vs_keras_plain",
-           "vs_torch_plain", "peak_memory_mb", "device", "versions", "commit", "date"]
+           "steps_per_sample", "seconds_per_step", "tokens_per_s", "flops_per_token",
+           "gflops_per_s", "gemm_peak_gflops", "gemm_peaks", "fraction_of_peak",
+           "vs_keras_same_config", "vs_keras_plain", "vs_torch_plain", "peak_memory_mb", "device",
+           "versions", "commit", "date"]
 TARGET_COLUMNS = ["backend", "scale", "target", "required", "measured", "met", "note", "device",
                   "commit", "date"]
 
@@ -528,6 +528,7 @@ def run(args, save=None):
                  seconds_per_step=f"{seconds:.5f}", tokens_per_s=round(tps, 1),
                  flops_per_token=fpt, gflops_per_s=round(fpt * tps / 1e9, 2),
                  gemm_peak_gflops=round(peak, 1),
+                 gemm_peaks="; ".join(f"{k} {v:.1f}" for k, v in peaks.items()),
                  fraction_of_peak=round(fpt * tps / 1e9 / peak, 3),
                  peak_memory_mb=memory.megabytes(gpu), device=prov["device"],
                  versions=versions, commit=prov["commit"], date=prov["date"])

@@ -188,3 +188,36 @@ def test_run_sequence_gradients_equal_keras_rnn(make_cell, rng):
     for w0, a, b in zip(before, *(m.trainable_weights for m in models)):
         np.testing.assert_allclose(w0 - numpy(b), w0 - numpy(a), rtol=1e-4, atol=2e-6,
                                    err_msg=a.path)
+
+
+def test_token_nll_metric_reuses_the_loss_and_matches_numpy(monkeypatch, rng):
+    """The TokenNLL metric of a StreamingLM takes the loss's per-token NLL (one softmax over the
+    vocabulary per step, not two) and still sums exactly the NLL of the window's logits."""
+    from dualrnn.streaming import TokenNLL
+
+    cfg = presets.table1("lstm", "ptb", "smoke").model.without_regularization().replace(
+        embedding_units=8, recurrent_units=(8,))
+    model = dualrnn.build_model(cfg, VOCAB, seed=0)
+    ids = rng.integers(0, VOCAB, size=(3, 6))
+    targets = rng.integers(0, VOCAB, size=(3, 6))
+    logits = numpy(model(ids)).astype("float64")           # zero state, as the stream's first
+    top = logits.max(-1, keepdims=True)
+    logz = (top + np.log(np.exp(logits - top).sum(-1, keepdims=True)))[..., 0]
+    expected = (logz - np.take_along_axis(logits, targets[..., None], -1)[..., 0]).sum()
+
+    calls = []
+    real = keras.losses.sparse_categorical_crossentropy
+    monkeypatch.setattr(keras.losses, "sparse_categorical_crossentropy",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    metric = TokenNLL()
+    stream = StreamingLM(model, 3, regularize=False, dropout=False)
+    stream.compile(metrics=[metric], jit_compile=jit_compile_default(model))
+    stream.test_on_batch((ids, np.zeros((3,), "float32")), targets)
+    np.testing.assert_allclose(float(numpy(metric.total)), expected, rtol=1e-5)
+    assert float(numpy(metric.count)) == ids.size
+    if keras.backend.backend() == "tensorflow":   # JAX's step hands the metrics another tracer
+        assert len(calls) == 1, f"the step computed the cross-entropy {len(calls)} times"
+    # outside a StreamingLM it computes the NLL itself
+    other = TokenNLL()
+    other.update_state(targets, logits.astype("float32"))
+    np.testing.assert_allclose(float(numpy(other.total)), expected, rtol=1e-5)
