@@ -342,12 +342,6 @@ def data(args, vocab):
     return ids, targets
 
 
-def measure_library(cfg, args, mode, implementation, jit, unroll):
-    """Seconds per window of the library's compiled step for ``mode``, timed alone."""
-    return timed(library_step(cfg, args, mode, implementation, jit, unroll), args.warmup,
-                 args.steps)
-
-
 def library_step(cfg, args, mode, implementation, jit, unroll):
     """The library's compiled step for ``mode`` on one window, as a function of no arguments."""
     import keras
