@@ -95,3 +95,13 @@ def test_interleaved_timing_with_a_fake_clock(monkeypatch):
     assert calls[:4] == ["fast", "fast", "slow", "slow"]           # warm-up, row by row
     rounds = ["fast"] * 5 + ["slow"] * 2                            # then one sample each, in turn
     assert calls[4:] == rounds * 5
+
+
+def test_profile_step_runs_tiny():
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "profile_step.py"),
+                        "--tiny", "--steps", "1"], capture_output=True, text=True, cwd=ROOT,
+                       timeout=600, env=dict(os.environ))
+    assert r.returncode == 0, r.stderr[-3000:]
+    for line in ("ours: training step", "keras.layers.LSTM: training step",
+                 "LSTM layer, forward + backward", "the rest (embedding"):
+        assert line in r.stdout
