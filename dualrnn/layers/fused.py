@@ -239,6 +239,11 @@ def _sig_grad(s):
     return s * (1.0 - s)
 
 
+def _previous(first, seq):
+    """The value before each step of ``seq`` (time-major): ``first``, then ``seq[:-1]``."""
+    return ops.concatenate([ops.expand_dims(first, 0), seq[:-1]], axis=0)
+
+
 def _cell_update(z, c, units):
     """The sigmoid/tanh LSTM update from the gate pre-activations ``z`` (order i, f, c, o):
     returns ``(h, c, [i, f, g, o])``; the activations are what ``_cell_update_grad`` needs."""
@@ -303,8 +308,7 @@ def lstm_recurrence(proj, h0, c0, recurrent, rmask=None):
 
         def grad(*upstream):
             d_ys, d_h, d_c = _upstream(upstream, (hs, h_last, c_last))
-            c_prev = ops.concatenate([ops.expand_dims(c0, 0), cs[:-1]], axis=0)
-            h_prev = ops.concatenate([ops.expand_dims(h0, 0), hs[:-1]], axis=0)
+            c_prev, h_prev = _previous(c0, cs), _previous(h0, hs)
             rec_t = ops.transpose(recurrent)                              # (4H, H)
             blocks_t = ops.transpose(blocks, (0, 2, 1)) if masked else None
 
@@ -438,8 +442,7 @@ def mogrifier_recurrence(xs, h0, c0, fused, bias, rounds, in_masks=None, rec_mas
 
         def grad(*upstream):
             d_ys, d_h, d_c = _upstream(upstream, (hs, h_last, c_last))
-            c_prev = ops.concatenate([ops.expand_dims(c0, 0), cs[:-1]], axis=0)
-            h_prev = ops.concatenate([ops.expand_dims(h0, 0), hs[:-1]], axis=0)
+            c_prev, h_prev = _previous(c0, cs), _previous(h0, hs)
             fused_t = ops.transpose(fused)
             blocks_t = ops.transpose(blocks, (0, 2, 1)) if masked else None
 
