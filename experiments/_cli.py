@@ -1,7 +1,7 @@
 """Bootstrap of the scripts: repository root on sys.path, and ``dualrnn/cli.py`` loaded by path.
 
 Loading it by path skips ``dualrnn/__init__`` (which imports Keras), so ``set_backend`` still
-works. The same file sits in experiments/ and tuning/.
+works. tuning/_cli.py loads this file.
 """
 
 import importlib.util
