@@ -55,14 +55,17 @@ def csv_list(choices):
 
 
 def in_range(lo, hi, kind=float, what="the paper's range"):
-    """argparse type: a ``kind`` (float or int) in [lo, hi]; errors name ``what`` the range is."""
+    """argparse type: a ``kind`` (float or int) in [lo, hi] (``hi=None``: at least ``lo``); errors
+    name ``what`` the range is."""
     def parse(text):
         try:
             v = kind(text)
         except ValueError:
             noun = "an integer" if kind is int else "a number"
             raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
-        if not lo <= v <= hi:
+        if hi is None and v < lo:
+            raise argparse.ArgumentTypeError(f"{v} must be at least {lo}")
+        if hi is not None and not lo <= v <= hi:
             raise argparse.ArgumentTypeError(f"{v} is outside {what} [{lo}, {hi}]")
         return v
 

@@ -16,7 +16,6 @@ Exit status: 0 done, 1 a trial failed (its error is printed; rerun to retry it),
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -29,23 +28,13 @@ ARCHS, RECURRENTS, TUNERS = ("ers", "dual"), ("lstm", "dlstm", "mdlstm"), ("rand
                                                                            "hyperband")
 
 
-def positive_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{v} must be at least 1")
-    return v
-
-
 def parse(argv):
     p = _cli.Parser(prog="search.py", description=__doc__.split("\n")[0])
     p.add_argument("--arch", choices=ARCHS, required=True)
     p.add_argument("--recurrent", choices=RECURRENTS, required=True)
     p.add_argument("--dataset", choices=["ptb", "wikitext-2"], default="ptb")
     p.add_argument("--tuner", choices=TUNERS, default="random")
-    p.add_argument("--max-trials", type=positive_int, default=10,
+    p.add_argument("--max-trials", type=_cli.in_range(1, None, int), default=10,
                    help="trials in all (a rerun with a larger number extends the search)")
     p.add_argument("--scale", choices=["smoke", "small", "full"], default="smoke")
     p.add_argument("--dir", required=True, help="the search's folder (keras-tuner project)")
@@ -54,7 +43,7 @@ def parse(argv):
     p.add_argument("--reference", action="store_true",
                    help="one trial of the hand-chosen presets.table1 row instead of a search")
     p.add_argument("--backend", choices=["tensorflow", "jax"], default=None)
-    p.add_argument("--factor", type=positive_int, default=3,
+    p.add_argument("--factor", type=_cli.in_range(1, None, int), default=3,
                    help="Hyperband's reduction factor (at least 2)")
     p.add_argument("--seed", type=int, default=0, help="oracle and initialisation seed")
     p.add_argument("--quiet", action="store_true")
