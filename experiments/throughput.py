@@ -236,16 +236,8 @@ def interleaved(steps, warmup, samples, min_sample=0.05):
 
 
 def timed(step, warmup, steps):
-    """Median seconds per call of ``step`` (which must block until its result is ready)."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    times.sort()
-    return times[len(times) // 2]
+    """Median seconds per call of ``step`` alone: ``warmup`` calls, then ``steps`` timed ones."""
+    return interleaved([step], warmup, steps, min_sample=0.0)[0][0]
 
 
 def gemm_peak(precision, n=None):
@@ -492,14 +484,12 @@ def run(args, save=None):
     torch = torch_version()
     versions = prov["versions"] + (f"; torch {torch}" if torch is not None else "")
     backend = keras.backend.backend()
-    jit_of = lambda impl: {"default": jit_compile_default(  # noqa: E731
-        type("M", (), {"implementation": impl})), "on": True, "off": False}[args.jit]
-    jit = jit_of("fast")
+    jit = {"default": jit_compile_default(), "on": True, "off": False}[args.jit]
     unroll = {"default": None, "on": True, "off": False}[args.unroll]
     unroll_used = fused.default_unroll() if unroll is None else unroll
     print(f"throughput: backend {backend}, device {prov['device']}, scale {args.scale}, "
           f"batch {args.batch_size}, window {args.seq_len}, vocab {args.vocab}, "
-          f"{args.precision}, XLA {jit} (keras rows {jit_of('reference')}), unroll {unroll_used}; "
+          f"{args.precision}, XLA {jit}, unroll {unroll_used}; "
           f"{versions}", flush=True)
     peak, peak_lib, peaks = gemm_peak(args.precision, 256 if args.tiny else None)
     print("GEMM peak: " + ", ".join(f"{k} {v:.1f}" for k, v in peaks.items())
@@ -550,7 +540,7 @@ def run(args, save=None):
                    job["regularization"], seconds, mem, jit_used, k=k)
 
     def lib(cfg, mode, impl):
-        return lambda: (library_step(cfg, args, mode, impl, jit_of(impl), unroll), jit_of(impl))
+        return lambda: (library_step(cfg, args, mode, impl, jit, unroll), jit)
 
     # torch.nn.LSTM first, each in its own process (timed alone: its threads must not compete).
     families = list(dict.fromkeys(family_of(n) for n in args.models))
