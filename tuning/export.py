@@ -43,6 +43,7 @@ def parse(argv):
 
 
 def rows_of(directory, meta, hypermodel):
+    from tuning.space import grid_values
     from tuning.tuners import read_trials
 
     names = list(hypermodel.names())
@@ -50,8 +51,7 @@ def rows_of(directory, meta, hypermodel):
     for t in read_trials(directory):
         r, values = t["result"], t["values"]
         preset = r.get("preset") or {}
-        paper = hypermodel.preset({k: v for k, v in values.items()          # resolved widths
-                                   if not k.startswith("tuner/")}, epochs=1).model
+        paper = hypermodel.preset(grid_values(values), epochs=1).model     # resolved widths
         row = {"trial_id": t["trial_id"], "status": t["status"], "val_ppl": t["score"]}
         row.update({n: values.get(n) for n in names})
         for k, v in values.items():           # e.g. Hyperband's tuner/epochs, tuner/round
@@ -75,17 +75,13 @@ def rows_of(directory, meta, hypermodel):
 
 def best_preset(directory, meta, hypermodel):
     """The best finished trial as a paper-scale ``Preset`` (None when no trial finished)."""
-    from tuning.space import grid_epochs_for
+    from tuning.space import trial_values
     from tuning.tuners import best_trial
 
     best = best_trial(directory)
     if best is None:
         return None, None
-    values = {k: v for k, v in best["values"].items() if not k.startswith("tuner/")}
-    epochs = None
-    if "epochs" not in values:
-        epochs = grid_epochs_for(best["result"].get("epochs", 1), meta["scale"])
-    return best, hypermodel.preset(values, epochs)
+    return best, hypermodel.preset(trial_values(best, meta["scale"]))
 
 
 def main(argv=None):

@@ -63,7 +63,7 @@ def parse(argv):
 
 def transferred(p, args):
     """The best ERS values of ``args.transfer_from``, to be fixed (Dual paper sec. 3.2)."""
-    from tuning.space import grid_epochs_for
+    from tuning.space import trial_values
     from tuning.tuners import SEARCH, best_trial, read_json
 
     src = args.transfer_from
@@ -78,9 +78,7 @@ def transferred(p, args):
     best = best_trial(src)
     if best is None:
         p.error(f"--transfer-from {src!r} has no finished (COMPLETED) trial to transfer")
-    fixed = {k: v for k, v in best["values"].items() if not k.startswith("tuner/")}
-    if "epochs" not in fixed:                     # a Hyperband search: epochs were its resource
-        fixed["epochs"] = grid_epochs_for(best["result"].get("epochs", 1), meta["scale"])
+    fixed = trial_values(best, meta["scale"])
     if args.tuner == "hyperband":
         fixed.pop("epochs")
     return fixed, {"dir": os.path.abspath(src), "trial_id": best["trial_id"],
@@ -92,7 +90,7 @@ def main(argv=None):
     import keras_tuner as kt
 
     from dualrnn import data, presets
-    from tuning.space import DualHyperModel
+    from tuning.space import DualHyperModel, grid_values
     from tuning.tuners import SEARCH, make_tuner, read_json, read_trials, write_json
 
     fixed, source = {}, None
@@ -150,7 +148,7 @@ def main(argv=None):
         return 1
     best = min(done, key=lambda t: t["score"])
     print(f"best: trial {best['trial_id']}, val_ppl {best['score']:.2f}, "
-          f"{json.dumps({k: v for k, v in best['values'].items() if not k.startswith('tuner/')})}")
+          f"{json.dumps(grid_values(best['values']))}")
     return 0
 
 

@@ -81,6 +81,20 @@ def grid_epochs_for(trained_epochs: int, scale: str) -> int:
     return max(GRID["epochs"])
 
 
+def grid_values(values: dict) -> dict:
+    """A trial's hyperparameter values without keras-tuner's own ``tuner/*`` entries."""
+    return {k: v for k, v in values.items() if not k.startswith("tuner/")}
+
+
+def trial_values(trial: dict, scale: str) -> dict:
+    """A finished trial's (``tuners.read_trials``) grid values, its epochs included: a Hyperband
+    trial's epoch budget maps to the grid value that covers it (``grid_epochs_for``)."""
+    values = grid_values(trial["values"])
+    if "epochs" not in values:                 # a Hyperband search: epochs were its resource
+        values["epochs"] = grid_epochs_for(trial["result"].get("epochs", 1), scale)
+    return values
+
+
 class DualHyperModel(kt.HyperModel):
     """Appendix Tables 3-4 for one ``arch`` (ers/dual) x ``recurrent`` (lstm/dlstm/mdlstm).
 

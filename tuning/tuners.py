@@ -33,7 +33,7 @@ import numpy as np
 
 from dualrnn.results import provenance
 from dualrnn.train import CHECKPOINT, write_atomic
-from tuning.space import OBJECTIVE, hyperband_max_epochs
+from tuning.space import OBJECTIVE, grid_values, hyperband_max_epochs
 
 TUNERS = ("random", "bayesian", "hyperband")
 RESULT = "result.json"
@@ -72,9 +72,8 @@ class _DualTrials:
         if previous and not os.path.exists(checkpoint):     # Hyperband: train on
             earlier = os.path.join(self.get_trial_dir(previous), CHECKPOINT)
             if os.path.exists(earlier):
-                shutil.copyfile(earlier, checkpoint + ".tmp")
-                os.replace(checkpoint + ".tmp", checkpoint)
-        values = {k: v for k, v in hp.values.items() if not k.startswith("tuner/")}
+                write_atomic(checkpoint, lambda tmp: shutil.copyfile(earlier, tmp))
+        values = grid_values(hp.values)
         record = {"trial_id": trial.trial_id, "tuner_id": self.tuner_id, "values": values,
                   "tuner_epochs": epochs, "continues": previous,
                   "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -103,9 +102,8 @@ class _DualTrials:
 
     def load_model(self, trial):
         """The trial's model with the weights of its best validation epoch."""
-        values = {k: v for k, v in trial.hyperparameters.values.items()
-                  if not k.startswith("tuner/")}
-        preset = self.hypermodel.scaled(self.hypermodel.preset(values))
+        preset = self.hypermodel.scaled(self.hypermodel.preset(
+            grid_values(trial.hyperparameters.values)))
         from dualrnn.models import build_model
 
         model = build_model(preset.model, self.hypermodel.vocab_size)
