@@ -55,7 +55,6 @@ class ModelConfig:
     mogrifier_dropout: float = 0.0            # "Mogrifier Drop."
     dual_embedding: str = "raw"               # e_t fed to the dual layer: "raw" or "dropped"
     dual_input_dropout_on: str = "concat"     # what "Dual input Drop." drops: [e, h] or e only
-    temperature: float = 1.0                  # softmax temperature of the tied output
 
     def __post_init__(self):
         object.__setattr__(self, "recurrent_units", tuple(self.recurrent_units))
@@ -109,8 +108,6 @@ class ModelConfig:
         if self.dual_input_dropout_on not in DUAL_INPUT_DROPOUT_ON:
             _fail("dual_input_dropout_on", self.dual_input_dropout_on,
                   f"one of {DUAL_INPUT_DROPOUT_ON}")
-        if not isinstance(self.temperature, (int, float)) or not self.temperature > 0:
-            _fail("temperature", self.temperature, "a positive number")
         if self.output_units != self.embedding_units:
             what = "dual_units" if self.architecture == "dual" else "the last recurrent_units"
             _fail(what, self.output_units,
@@ -132,15 +129,33 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         names = {f.name for f in dataclasses.fields(cls)}
+        d = dict(d)
+        # Before 0.3.0 a ModelConfig held a softmax temperature too; the one temperature is now
+        # EvalConfig.temperature (evaluation time). Old files holding the neutral 1.0 still load.
+        if "temperature" in d:
+            if d["temperature"] != 1.0:
+                _fail("temperature", d["temperature"], "absent from a ModelConfig (the softmax "
+                      "temperature is EvalConfig.temperature, applied at evaluation time)")
+            del d["temperature"]
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown ModelConfig fields {unknown}; allowed: {sorted(names)}")
         return cls(**d).validate()
 
 
+OPTIMIZERS = ("paper_nadam", "nadam")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Training (Dual sec. 3.2): Nadam over ``batch_size`` streams, windows of ``seq_len``."""
+    """Training (Dual sec. 3.2): Nadam over ``batch_size`` streams, windows of ``seq_len``.
+
+    ``optimizer``: ``"paper_nadam"`` (``dualrnn.optimizers.PaperNadam``: the tf.keras 2 Nadam the
+    paper used) or ``"nadam"`` (Keras 3's). ``carry_state``: carry the recurrent state from one
+    window to the next (truncated BPTT over contiguous streams) or start every window from the
+    zero state (what a plain, non-stateful Keras ``fit`` over windows does). ``seed`` seeds every
+    dropout mask drawn in training (the initial weights are seeded by ``build_model(seed=...)``).
+    """
 
     epochs: int = 100
     batch_size: int = 32
@@ -150,6 +165,8 @@ class TrainConfig:
     clipnorm: float | None = None     # per-variable gradient-norm clipping (Keras's clipnorm)
     max_tokens: int | None = None     # truncate the training split (smoke scale)
     seed: int = 0
+    optimizer: str = "paper_nadam"
+    carry_state: bool = True
 
     def validate(self) -> "TrainConfig":
         _check_int("epochs", self.epochs)
@@ -164,6 +181,10 @@ class TrainConfig:
             _fail("clipnorm", self.clipnorm, "None or a positive number")
         if self.max_tokens is not None:
             _check_int("max_tokens", self.max_tokens, 2)
+        if self.optimizer not in OPTIMIZERS:
+            _fail("optimizer", self.optimizer, f"one of {OPTIMIZERS}")
+        if not isinstance(self.carry_state, bool):
+            _fail("carry_state", self.carry_state, "True or False")
         return self
 
     def replace(self, **changes) -> "TrainConfig":

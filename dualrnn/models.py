@@ -70,7 +70,7 @@ class LanguageModel(keras.Model):
     def _make_layers(self, cfg, vocab_size):
         self.model_config = cfg
         self.vocab_size = vocab_size
-        self.embedding = TiedEmbedding(vocab_size, cfg.embedding_units, temperature=cfg.temperature,
+        self.embedding = TiedEmbedding(vocab_size, cfg.embedding_units,
                                        embeddings_regularizer=_l2(cfg.embedding_l2),
                                        name="embedding")
         self.input_drop = keras.layers.Dropout(cfg.input_dropout, name="input_dropout")

@@ -94,7 +94,7 @@ def _from_fields(cls, d):
 
 def save_preset(preset: Preset, path: str) -> None:
     """Write ``preset`` as JSON (what ``load_preset`` and ``table1.py --preset`` read)."""
-    from dualrnn.train import write_atomic
+    from dualrnn.files import write_atomic
 
     def write(tmp):
         with open(tmp, "w") as f:

@@ -8,7 +8,7 @@ import os
 import platform
 import subprocess
 
-from dualrnn.train import write_atomic
+from dualrnn.files import write_atomic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_DIR = os.path.join(ROOT, "results", "paper")

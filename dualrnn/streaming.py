@@ -121,16 +121,18 @@ class WindowSequence(keras.utils.PyDataset):
 
     Keras's compiled loops want one shape per call, so ``tail=False`` gives the full windows of
     ``seq_len`` steps and ``tail=True`` the final shorter window alone (if there is one). The first
-    full window resets the state.
+    full window resets the state; with ``reset_every=True`` every window does (each window is
+    read from the zero state, as a non-stateful Keras ``fit``/``evaluate`` would).
     """
 
-    def __init__(self, streams, seq_len, tail=False):
+    def __init__(self, streams, seq_len, tail=False, reset_every=False):
         super().__init__()
         self.streams = streams
         items = [(x, y) for _, x, y in windows(streams, seq_len)]
         n_full = (streams.shape[1] - 1) // seq_len
         self.items = items[n_full:] if tail else items[:n_full]
         self.first = 0 if (not tail or n_full == 0) else None
+        self.reset_every = reset_every
         self._reset = np.ones((streams.shape[0],), "float32")
         self._keep = np.zeros((streams.shape[0],), "float32")
 
@@ -139,24 +141,26 @@ class WindowSequence(keras.utils.PyDataset):
 
     def __getitem__(self, i):
         x, y = self.items[i]
-        return (x, self._reset if i == self.first else self._keep), y
+        reset = self.reset_every or i == self.first
+        return (x, self._reset if reset else self._keep), y
 
 
-def stream_nll(stream, metric, streams, seq_len, run=None, verbose=0):
+def stream_nll(stream, metric, streams, seq_len, run=None, verbose=0, reset_every=False):
     """(summed NLL, number of targets) over all windows of ``streams``, in order.
 
     ``stream`` is a ``StreamingLM`` compiled with the ``TokenNLL`` ``metric``. Keras's compiled
     loop runs over the full windows, then over the shorter last window, with the state carried
     between the two, so every target is scored exactly once. ``run(sequence, first_window)``
     runs the loop over one ``WindowSequence``; the default is ``stream.evaluate`` (dynamic
-    evaluation passes ``stream.fit``).
+    evaluation passes ``stream.fit``). ``reset_every=True`` starts every window from the zero
+    state (the ``"windows"`` evaluation protocol).
     """
     if run is None:
         def run(seq, first_window):
             stream.evaluate(seq, verbose=verbose)
     total, count, first_window = 0.0, 0.0, 0
     for tail in (False, True):
-        seq = WindowSequence(streams, seq_len, tail=tail)
+        seq = WindowSequence(streams, seq_len, tail=tail, reset_every=reset_every)
         if len(seq):
             run(seq, first_window)
             first_window += len(seq)

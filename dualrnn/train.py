@@ -14,7 +14,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 import time
 
 import keras
@@ -24,6 +23,8 @@ from keras import ops
 from dualrnn.configs import TrainConfig
 from dualrnn.data import batchify
 from dualrnn.evaluate import check_tokens, perplexity
+from dualrnn.files import write_atomic  # noqa: F401  (re-exported: dualrnn.train.write_atomic)
+from dualrnn.optimizers import make_optimizer
 from dualrnn.streaming import StreamingLM, TokenNLL, WindowSequence, jit_compile_default
 
 CHECKPOINT = "checkpoint.npz"
@@ -39,31 +40,19 @@ class TrainResult:
     resumed_from: int        # epoch the last run resumed from (0: started afresh)
 
 
-def make_optimizer(config: TrainConfig):
-    return keras.optimizers.Nadam(learning_rate=config.learning_rate, beta_1=config.beta_1,
-                                  clipnorm=config.clipnorm)
-
-
 def _to_numpy(variables):
     return [np.array(ops.convert_to_numpy(v)) for v in variables]
 
 
-def write_atomic(path, write):
-    """Call ``write(tmp_path)`` and move the result onto ``path`` in one step (no half files)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)           # mkstemp's 0600 would hide it from others
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+def seed_dropout(model, seed: int):
+    """Give every random-number generator of ``model`` (each dropout mask's ``SeedGenerator``)
+    a state derived from ``seed`` and its position, so the masks drawn in training depend on
+    ``seed`` only (``TrainConfig.seed``)."""
+    states = [v for v in model.variables if v.name == "seed_generator_state"]
+    for i, v in enumerate(states):
+        value = np.array([(seed * 1_000_003 + 7919 * (i + 1)) % (2**31 - 1), 0])
+        v.assign(value.astype(ops.convert_to_numpy(v).dtype))
+    return len(states)
 
 
 class _Checkpointer(keras.callbacks.Callback):
@@ -142,8 +131,10 @@ def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_siz
           eval_seq_len=None, checkpoint_dir=None, callbacks=(), verbose=1) -> TrainResult:
     """Train ``model`` in place; at the end it holds the weights of its best validation epoch.
 
-    ``config`` gives epochs, batch size, window, Nadam's learning rate and ``beta_1``, optional
-    per-variable gradient clipping and the training-split truncation. Validation perplexity uses
+    ``config`` gives epochs, batch size, window, the optimizer (``PaperNadam`` by default) with
+    its learning rate and ``beta_1``, optional per-variable gradient clipping, the training-split
+    truncation, whether the state is carried between windows (``carry_state``) and the seed of
+    the dropout masks (``seed``: a fresh run seeds every dropout generator from it). Validation perplexity uses
     ``eval_batch_size``/``eval_seq_len`` (default: the training ones). With ``checkpoint_dir`` a
     checkpoint is written after every epoch and a rerun resumes from it, also with a larger
     ``config.epochs`` (training on); a checkpoint of another model or training configuration is
@@ -171,6 +162,7 @@ def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_siz
                 "train": {k: v for k, v in dataclasses.asdict(config).items() if k != "epochs"}}
     state = {"epoch": 0, "best_valid_ppl": math.inf, "best_epoch": 0, "history": [],
              "wall_time": 0.0, "identity": identity}
+    seed_dropout(model, config.seed)
     best = _to_numpy(model.trainable_variables)
     path = os.path.join(checkpoint_dir, CHECKPOINT) if checkpoint_dir else None
     resumed_from = 0
@@ -187,7 +179,8 @@ def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_siz
     if state["epoch"] < config.epochs:
         checkpointer = _Checkpointer(model, stream, valid_tokens, eval_batch_size, eval_seq_len,
                                      path, state, best, verbose)
-        stream.fit(WindowSequence(streams, config.seq_len), epochs=config.epochs,
+        stream.fit(WindowSequence(streams, config.seq_len, reset_every=not config.carry_state),
+                   epochs=config.epochs,
                    initial_epoch=state["epoch"], shuffle=False,
                    callbacks=[checkpointer, *callbacks], verbose=verbose if verbose == 1 else 0)
     for v, a in zip(model.trainable_variables, best):

@@ -69,7 +69,7 @@ def plot(history_rows, path, title):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dualrnn.train import write_atomic
+    from dualrnn.files import write_atomic
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name in NAMES:

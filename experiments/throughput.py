@@ -659,7 +659,7 @@ def plot(rows, path, title):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dualrnn.train import write_atomic
+    from dualrnn.files import write_atomic
 
     train = [r for r in rows if r["mode"] == "train"]
     labels = list(dict.fromkeys(f"{r['row']}\n{r['backend']}" for r in train))

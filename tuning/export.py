@@ -88,7 +88,7 @@ def main(argv=None):
     p, args = parse(sys.argv[1:] if argv is None else argv)
     import pandas as pd
 
-    from dualrnn.train import write_atomic
+    from dualrnn.files import write_atomic
     from tuning.space import DualHyperModel
     from tuning.tuners import read_json
 

@@ -32,7 +32,8 @@ import keras_tuner as kt
 import numpy as np
 
 from dualrnn.results import provenance
-from dualrnn.train import CHECKPOINT, write_atomic
+from dualrnn.files import write_atomic
+from dualrnn.train import CHECKPOINT
 from tuning.space import OBJECTIVE, grid_values, hyperband_max_epochs
 
 TUNERS = ("random", "bayesian", "hyperband")

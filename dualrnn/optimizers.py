@@ -1,0 +1,94 @@
+"""Optimizers of the papers: the Nadam the Dual paper trained with, and the choice between them.
+
+The Dual paper (Dec 2021, sec. 3.2) trained with "the Nadam optimizer" of the Keras of its time,
+``tf.keras.optimizers.Nadam`` of TensorFlow 2.x's optimizer_v2, whose momentum schedule is
+
+    mu_t = beta_1 * (1 - 0.5 * 0.96 ** (0.004 * t))          (Dozat 2016, "schedule_decay" 0.004)
+
+so the momentum starts near beta_1 / 2 and approaches beta_1 only after tens of thousands of
+steps. Keras 3's ``keras.optimizers.Nadam`` uses ``0.96 ** t`` (full momentum after ~100 steps).
+``PaperNadam`` is Keras 3's Nadam with the paper's schedule; ``schedule_decay=1`` gives Keras 3's.
+Everything else (bias corrections, ``epsilon`` 1e-7 outside the square root) is the same in both.
+``torch.optim.NAdam(momentum_decay=4e-3)`` follows the same schedule.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from dualrnn.configs import OPTIMIZERS
+
+
+@keras.saving.register_keras_serializable(package="dualrnn")
+class PaperNadam(keras.optimizers.Nadam):
+    """Nadam with tf.keras 2's momentum schedule ``mu_t = beta_1 (1 - 0.5 * 0.96^(d t))``.
+
+    ``d = schedule_decay`` (0.004 in tf.keras 2 and in the paper's runs; 1.0 is Keras 3's Nadam).
+    With ``P_t = mu_1 ... mu_t``, ``m_t = beta_1 m + (1 - beta_1) g``, ``v_t = beta_2 v +
+    (1 - beta_2) g^2``:
+
+        theta -= lr * (mu_{t+1} m_t / (1 - P_{t+1}) + (1 - mu_t) g / (1 - P_t))
+                    / (sqrt(v_t / (1 - beta_2^t)) + epsilon)
+    """
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 schedule_decay=0.004, name="paper_nadam", **kwargs):
+        if not isinstance(schedule_decay, (int, float)) or not schedule_decay > 0:
+            raise ValueError(f"schedule_decay={schedule_decay!r} must be a positive number "
+                             f"(0.004: tf.keras 2's Nadam; 1.0: Keras 3's)")
+        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2,
+                         epsilon=epsilon, name=name, **kwargs)
+        self.schedule_decay = float(schedule_decay)
+
+    def _mu(self, step, dtype):
+        """The momentum coefficient ``mu_step`` (step counts from 1)."""
+        return ops.cast(self.beta_1, dtype) * (
+            1.0 - 0.5 * ops.power(ops.cast(0.96, dtype), self.schedule_decay * step))
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        dtype = self._u_product.dtype
+        # P_t = P_{t-1} * mu_t, once per step before the per-variable updates
+        self.assign(self._u_product,
+                    self._u_product * self._mu(ops.cast(self.iterations + 1, dtype), dtype))
+        # keras.optimizers.Nadam would update the product again with its own schedule: skip it
+        keras.optimizers.Optimizer._backend_update_step(self, grads, trainable_variables,
+                                                        learning_rate)
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        lr = ops.cast(learning_rate, dtype)
+        gradient = ops.cast(gradient, dtype)
+        step = ops.cast(self.iterations + 1, dtype)
+        mu_t, mu_next = self._mu(step, dtype), self._mu(step + 1.0, dtype)
+        product = ops.cast(self._u_product, dtype)                        # P_t
+        beta_1 = ops.cast(self.beta_1, dtype)
+        beta_2 = ops.cast(self.beta_2, dtype)
+        m = self._momentums[self._get_variable_index(variable)]
+        v = self._velocities[self._get_variable_index(variable)]
+        self.assign_add(m, (gradient - m) * (1.0 - beta_1))
+        self.assign_add(v, (ops.square(gradient) - v) * (1.0 - beta_2))
+        m_hat = mu_next * m / (1.0 - product * mu_next) + (1.0 - mu_t) * gradient / (1.0 - product)
+        v_hat = v / (1.0 - ops.power(beta_2, step))
+        self.assign_sub(variable, m_hat * lr / (ops.sqrt(v_hat) + self.epsilon))
+
+    def get_config(self):
+        config = super().get_config()
+        config["schedule_decay"] = self.schedule_decay
+        return config
+
+
+def nadam(kind="paper_nadam", learning_rate=0.001, beta_1=0.9, clipnorm=None, **kwargs):
+    """The Nadam of ``kind``: ``"paper_nadam"`` (``PaperNadam``, the Dual paper's tf.keras 2
+    schedule; the default everywhere) or ``"nadam"`` (Keras 3's ``keras.optimizers.Nadam``).
+    ``clipnorm`` is Keras's per-variable gradient-norm clipping (None or 0: none)."""
+    if kind not in OPTIMIZERS:
+        raise ValueError(f"optimizer={kind!r} is not one of {OPTIMIZERS}")
+    cls = PaperNadam if kind == "paper_nadam" else keras.optimizers.Nadam
+    return cls(learning_rate=learning_rate, beta_1=beta_1, clipnorm=clipnorm or None, **kwargs)
+
+
+def make_optimizer(config):
+    """The training optimizer of a ``TrainConfig``."""
+    return nadam(config.optimizer, learning_rate=config.learning_rate, beta_1=config.beta_1,
+                 clipnorm=config.clipnorm)
