@@ -6,11 +6,12 @@ state moves on. Keras's compiled ``fit`` runs the steps, so the loop runs on any
 without Python work per step. Dropout and regularisers are off. The trained weights are restored
 afterwards, whatever happens, so validation and test each start from them.
 
-Two update rules:
+Three update rules:
 
-* ``method="nadam"`` (the Dual paper, following the Mogrifier paper): Keras's Nadam with learning
-  rate ``lr``, ``beta_1`` (the paper also tries 0, "RMSProp without momentum") and per-variable
-  gradient-norm clipping ``clipnorm`` in [0, 1] (0 = none).
+* ``method="paper_nadam"`` (default; the Dual paper, following the Mogrifier paper): the Nadam of
+  the paper's Keras (``dualrnn.optimizers.PaperNadam``) with learning rate ``lr``, ``beta_1`` (the
+  paper also tries 0, "RMSProp without momentum") and per-variable gradient-norm clipping
+  ``clipnorm`` in [0, 1] (0 = none). ``method="nadam"`` is the same with Keras 3's Nadam.
 * ``method="rms"`` (Krause et al.'s own rule, ``dynamiceval.py``): with ``MS`` the RMS of the
   gradients over the training data and ``theta_0`` the trained weights,
   ``theta += decay * r * (theta_0 - theta) - lr * g / (MS + eps)``, where ``r = MS / mean(MS)``
@@ -27,10 +28,11 @@ from keras import ops
 
 from dualrnn.data import batchify
 from dualrnn.evaluate import check_tokens
+from dualrnn.optimizers import nadam
 from dualrnn.streaming import (StreamingLM, TokenNLL, WindowSequence, jit_compile_default,
                                stream_nll)
 
-METHODS = ("nadam", "rms")
+METHODS = ("paper_nadam", "nadam", "rms")
 
 
 class KrauseRMS(keras.optimizers.Optimizer):
@@ -120,7 +122,7 @@ class _WindowGuard(keras.callbacks.Callback):
 
 
 def dynamic_eval(model, tokens, batch_size=32, seq_len=25, lr=1e-4, clipnorm=0.5, beta_1=0.9,
-                 temperature=1.0, method="nadam", rms=None, decay=0.002, epsilon=2e-5,
+                 temperature=1.0, method="paper_nadam", rms=None, decay=0.002, epsilon=2e-5,
                  verbose=0):
     """Perplexity of ``tokens`` under dynamic evaluation; the model's weights are restored after.
 
@@ -142,9 +144,8 @@ def dynamic_eval(model, tokens, batch_size=32, seq_len=25, lr=1e-4, clipnorm=0.5
     if method == "rms" and rms is None:
         raise ValueError("method='rms' needs rms=gradient_rms(model, train_tokens)")
     streams = batchify(tokens, batch_size)
-    if method == "nadam":
-        optimizer = keras.optimizers.Nadam(learning_rate=lr, beta_1=beta_1,
-                                           clipnorm=clipnorm or None)
+    if method != "rms":
+        optimizer = nadam(method, learning_rate=lr, beta_1=beta_1, clipnorm=clipnorm)
     else:
         optimizer = KrauseRMS(rms, learning_rate=lr, decay=decay, epsilon=epsilon)
     saved = [np.array(ops.convert_to_numpy(v)) for v in model.trainable_variables]
@@ -166,34 +167,94 @@ def dynamic_eval(model, tokens, batch_size=32, seq_len=25, lr=1e-4, clipnorm=0.5
     return math.exp(total / count)
 
 
-def search(model, tokens, lrs, clipnorms=(0.5,), seq_lens=(25,), beta_1=0.9, batch_size=32,
-           temperature=1.0, verbose=0):
-    """Grid search of dynamic evaluation on validation ``tokens`` (Dual sec. 4.2, Table 4).
+def _check_range(name, values, lo, hi):
+    values = list(values)
+    bad = [v for v in values if not lo <= v <= hi]
+    if bad or not values:
+        raise ValueError(f"dynamic-evaluation {name} values {bad or values} must be a non-empty "
+                         f"list inside the paper's range [{lo}, {hi}] (Dual Table 4)")
+    return values
 
-    Every value must lie in the paper's ranges: lr in [1e-6, 1e-3], clip norm in [0, 1], window
-    in [5, 50]. Returns ``(best, trials)``: ``best`` a dict of the winning ``lr``, ``clipnorm``,
-    ``seq_len`` and its ``ppl``; diverging settings are recorded with ``ppl = inf``.
+
+def search(model, tokens, lrs, clipnorms=(0.5,), seq_lens=(25,), beta_1s=(0.9, 0.0),
+           batch_sizes=(32,), methods=("paper_nadam",), rms=None, rms_lrs=(), rms_seq_lens=(5,),
+           strategy="coordinate", temperature=1.0, verbose=0):
+    """Search dynamic evaluation on validation ``tokens`` (Dual sec. 4.2 and Table 4).
+
+    The paper searches the learning rate in [1e-6, 1e-3], the window ("Seq len eval") in [5, 50]
+    and the clip norm in [0, 1], and repeats the search with Nadam's ``beta_1`` set to 0; it does
+    not state the batch size, which is searched here too. Every (method, batch size, beta_1) is a
+    group searched on its own; with ``strategy="coordinate"`` the group tries every ``lr`` at the
+    first window and clip norm, then every window at the best lr, then every clip norm at the best
+    lr and window; ``"grid"`` tries every combination. With ``rms`` (``gradient_rms``) and
+    ``rms_lrs``, Krause et al.'s RMS rule is a further group at batch 1 (their setting), over
+    ``rms_lrs`` x ``rms_seq_lens``. ``lrs`` and ``seq_lens`` may also map each batch size to its
+    own values (batch 1 takes many more, smaller steps than the training batch). Returns ``(best, trials)``: dicts of ``method``,
+    ``batch_size``, ``seq_len``, ``clipnorm``, ``lr``, ``beta_1`` and ``ppl`` (``inf`` where the
+    adaptation diverged); ``best`` has the lowest ``ppl``.
     """
-    for name, values, lo, hi in (("lr", lrs, 1e-6, 1e-3), ("clipnorm", clipnorms, 0.0, 1.0),
-                                 ("seq_len", seq_lens, 5, 50)):
-        bad = [v for v in values if not lo <= v <= hi]
-        if bad or not values:
-            raise ValueError(f"dynamic-evaluation {name} values {bad or list(values)} must be a "
-                             f"non-empty list inside the paper's range [{lo}, {hi}]")
-    trials = []
-    for s in seq_lens:
-        for c in clipnorms:
-            for lr in lrs:
-                try:
-                    ppl = dynamic_eval(model, tokens, batch_size=batch_size, seq_len=s, lr=lr,
-                                       clipnorm=c, beta_1=beta_1, temperature=temperature)
-                except FloatingPointError:
-                    ppl = math.inf
-                trials.append({"lr": lr, "clipnorm": c, "seq_len": s, "beta_1": beta_1,
-                               "ppl": ppl})
-                if verbose:
-                    print(f"dyneval lr={lr} clipnorm={c} seq_len={s} beta_1={beta_1}: {ppl:.3f}",
-                          flush=True)
+    def per_batch(name, values, lo, hi):
+        if not isinstance(values, dict):
+            values = {b: values for b in batch_sizes}
+        missing = [b for b in batch_sizes if b not in values]
+        if missing:
+            raise ValueError(f"{name} maps no values to batch sizes {missing}")
+        return {b: _check_range(name, values[b], lo, hi) for b in batch_sizes}
+
+    lrs = per_batch("lr", lrs, 1e-6, 1e-3)
+    seq_lens = per_batch("seq_len", seq_lens, 5, 50)
+    clipnorms = _check_range("clipnorm", clipnorms, 0.0, 1.0)
+    beta_1s = _check_range("beta_1", beta_1s, 0.0, 0.999)
+    for b in batch_sizes:
+        if not isinstance(b, (int, np.integer)) or isinstance(b, bool) or b < 1:
+            raise ValueError(f"batch_sizes holds {b!r}: each must be a positive integer")
+    bad = [m for m in methods if m not in METHODS[:2]]
+    if bad or not methods:
+        raise ValueError(f"methods={list(methods)!r}: each must be one of {METHODS[:2]} (Krause's "
+                         f"RMS rule is searched through rms= and rms_lrs=)")
+    if strategy not in ("coordinate", "grid"):
+        raise ValueError(f"strategy={strategy!r} is not one of ('coordinate', 'grid')")
+    if rms_lrs and rms is None:
+        raise ValueError("rms_lrs needs rms=gradient_rms(model, train_tokens)")
+    seen = {}
+
+    def trial(method, batch_size, seq_len, clipnorm, lr, beta_1):
+        key = (method, batch_size, seq_len, clipnorm, lr, beta_1)
+        if key not in seen:
+            try:
+                ppl = dynamic_eval(model, tokens, batch_size=batch_size, seq_len=seq_len, lr=lr,
+                                   clipnorm=clipnorm, beta_1=beta_1, temperature=temperature,
+                                   method=method, rms=rms)
+            except FloatingPointError:
+                ppl = math.inf
+            seen[key] = dict(zip(("method", "batch_size", "seq_len", "clipnorm", "lr", "beta_1"),
+                                 key), ppl=ppl)
+            if verbose:
+                print(f"dyneval {method} batch={batch_size} seq_len={seq_len} clipnorm={clipnorm} "
+                      f"lr={lr} beta_1={beta_1}: {ppl:.3f}", flush=True)
+        return seen[key]
+
+    for method in methods:
+        for batch_size in batch_sizes:
+            for beta_1 in beta_1s:
+                run = lambda s, c, lr: trial(method, int(batch_size), s, c, lr, beta_1)  # noqa
+                group_lrs, group_seq_lens = lrs[batch_size], seq_lens[batch_size]
+                if strategy == "grid":
+                    for s in group_seq_lens:
+                        for c in clipnorms:
+                            for lr in group_lrs:
+                                run(s, c, lr)
+                    continue
+                lr = min((run(group_seq_lens[0], clipnorms[0], lr) for lr in group_lrs),
+                         key=lambda t: t["ppl"])["lr"]
+                s = min((run(s, clipnorms[0], lr) for s in group_seq_lens),
+                        key=lambda t: t["ppl"])["seq_len"]
+                for c in clipnorms:
+                    run(s, c, lr)
+    for s in (_check_range("rms seq_len", rms_seq_lens, 5, 50) if rms_lrs else ()):
+        for lr in rms_lrs:
+            trial("rms", 1, s, 0.0, lr, 0.0)
+    trials = list(seen.values())
     best = min(trials, key=lambda t: t["ppl"])
     if not math.isfinite(best["ppl"]):
         raise FloatingPointError("dynamic evaluation diverged for every setting searched")

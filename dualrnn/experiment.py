@@ -3,24 +3,77 @@
 from __future__ import annotations
 
 import math
-import os
 import time
 
-from dualrnn import dyneval, evaluate
+from dualrnn import dyneval, evaluate, presets
 from dualrnn.models import build_model, count_params
 from dualrnn.train import train
+
+RESULT_FIELDS = ("valid_ppl_carry", "test_ppl_carry", "valid_ppl_windows", "test_ppl_windows",
+                 "dyn_valid_ppl", "dyn_test_ppl")
+DYNEVAL_FIELDS = ("method", "batch_size", "seq_len", "clipnorm", "lr", "beta_1")
 
 
 def _truncate(tokens, max_tokens):
     return tokens[:max_tokens] if max_tokens else tokens
 
 
-def run_preset(preset, corpus, run_dir=None, dyneval_lrs=None, seed=0, verbose=1):
+def _resolve(values, train_batch):
+    """A search spec's per-batch mapping with the key "train" replaced by the training batch."""
+    if isinstance(values, dict):
+        return {train_batch if k == "train" else k: v for k, v in values.items()}
+    return values
+
+
+def dyneval_space(preset, search=None):
+    """Keyword arguments of ``dyneval.search`` for ``preset``: ``search`` (an entry of
+    ``presets.DYNEVAL_SEARCH``) or, without it, the one setting of the preset's ``EvalConfig``."""
+    ev, b = preset.eval, preset.train.batch_size
+    if search is None:
+        return dict(lrs=(ev.dyneval_lr,), seq_lens=(ev.dyneval_seq_len,),
+                    clipnorms=(ev.dyneval_clipnorm,), beta_1s=(ev.dyneval_beta_1,),
+                    batch_sizes=(ev.dyneval_batch_size,)), None
+    lrs = _resolve(search["lrs"], b)
+    batches = tuple(lrs) if isinstance(lrs, dict) else (b,)
+    space = dict(lrs=lrs, seq_lens=_resolve(search["seq_lens"], b),
+                 clipnorms=tuple(search["clipnorms"]), beta_1s=tuple(search["beta_1s"]),
+                 batch_sizes=batches, rms_lrs=tuple(search.get("rms_lrs", ())),
+                 rms_seq_lens=tuple(search.get("rms_seq_lens", (5,))))
+    return space, search.get("rms_train_tokens")
+
+
+def protocol_departures(preset, best, space, reduced=False):
+    """What this row's protocol chose where the paper is silent, or changed (``departures``)."""
+    out = list(preset.departures)
+    if preset.train.optimizer != "paper_nadam":
+        out.append("Keras 3's Nadam schedule in training (the paper's Keras had tf.keras 2's)")
+    out.append("training carries the state across windows" if preset.train.carry_state
+               else "training windows start from the zero state")
+    out.append("evaluation reported under both protocols, carry and windows (the paper does "
+               "not say whether its evaluation carried the state)")
+    batches = sorted(space["batch_sizes"]) + ([1] if space.get("rms_lrs") else [])
+    out.append(f"dyneval batch size {best['batch_size']}, chosen on validation from "
+               f"{sorted(set(batches))} (the paper does not state it)")
+    if best["method"] == "rms":
+        out.append("dyneval with Krause et al.'s RMS rule, not Nadam")
+    elif best["method"] == "nadam":
+        out.append("dyneval with Keras 3's Nadam schedule")
+    if reduced:
+        out.append("dyneval searched over a reduced grid (presets.DYNEVAL_SEARCH, not 'full')")
+    return out
+
+
+def run_preset(preset, corpus, run_dir=None, dyneval_search=None, seed=0, verbose=1):
     """Train ``preset`` on ``corpus`` (resuming from ``run_dir``), then measure perplexities.
 
-    Dynamic evaluation's learning rate is chosen on validation data among ``dyneval_lrs``
-    (default: the preset's one), then applied once to the test data, both starting from the
-    trained weights. Returns a dict of measurements and the per-epoch history.
+    Static perplexity is measured under both evaluation protocols (``"carry"``: state carried
+    across windows; ``"windows"``: every window of ``preset.eval.seq_len`` from the zero state).
+    Dynamic evaluation is searched on validation data over ``dyneval_search`` (an entry of
+    ``presets.DYNEVAL_SEARCH``; default: the preset's one ``EvalConfig`` setting), and the winner
+    is applied once to the test data, both starting from the trained weights. ``seed`` seeds the
+    initial weights (the dropout masks follow ``preset.train.seed``). Returns ``(row, history,
+    model, trials)``: the measurements (chosen dynamic-evaluation values included), the
+    per-epoch history and every dynamic-evaluation trial.
     """
     model = build_model(preset.model, corpus.vocab_size, seed=seed)
     ev = preset.eval
@@ -30,26 +83,28 @@ def run_preset(preset, corpus, run_dir=None, dyneval_lrs=None, seed=0, verbose=1
                    eval_seq_len=ev.seq_len, checkpoint_dir=run_dir, verbose=verbose)
     t0 = time.time()
     row = {"params": count_params(model), "epochs": result.epochs,
-           "best_epoch": result.best_epoch, "train_seconds": round(result.wall_time, 1)}
-    row["valid_ppl"] = evaluate.perplexity(model, valid, ev.batch_size, ev.seq_len, ev.temperature)
-    row["test_ppl"] = evaluate.perplexity(model, test, ev.batch_size, ev.seq_len, ev.temperature)
-    lrs = list(dyneval_lrs) if dyneval_lrs else [ev.dyneval_lr]
-    kw = dict(batch_size=ev.dyneval_batch_size, seq_len=ev.dyneval_seq_len,
-              clipnorm=ev.dyneval_clipnorm, beta_1=ev.dyneval_beta_1, temperature=ev.temperature)
-    tried = []
-    for lr in lrs:
-        try:
-            tried.append((dyneval.dynamic_eval(model, valid, lr=lr, **kw), lr))
-        except FloatingPointError as e:  # a diverging learning rate is a result, not a crash
-            if verbose:
-                print(f"dyneval lr={lr}: {e}", flush=True)
-    if not tried:
-        raise FloatingPointError(f"dynamic evaluation diverged for every lr in {lrs}")
-    row["dyn_valid_ppl"], row["dyneval_lr"] = min(tried)
-    row["dyn_test_ppl"] = dyneval.dynamic_eval(model, test, lr=row["dyneval_lr"], **kw)
+           "best_epoch": result.best_epoch, "train_seconds": round(result.wall_time, 1),
+           "eval_seq_len": ev.seq_len, "temperature": ev.temperature}
+    for split, tokens in (("valid", valid), ("test", test)):
+        for protocol in evaluate.PROTOCOLS:
+            row[f"{split}_ppl_{protocol}"] = evaluate.perplexity(
+                model, tokens, ev.batch_size, ev.seq_len, ev.temperature, protocol=protocol)
+    space, rms_tokens = dyneval_space(preset, dyneval_search)
+    rms = None
+    if space.get("rms_lrs"):
+        rms = dyneval.gradient_rms(model, _truncate(corpus.train, rms_tokens))
+    best, trials = dyneval.search(model, valid, rms=rms, temperature=ev.temperature,
+                                  verbose=verbose, **space)
+    row["dyn_valid_ppl"] = best["ppl"]
+    row["dyn_test_ppl"] = dyneval.dynamic_eval(
+        model, test, temperature=ev.temperature, rms=rms,
+        **{k: best[k] for k in DYNEVAL_FIELDS if k != "method"}, method=best["method"])
+    row.update({f"dyneval_{k}": best[k] for k in DYNEVAL_FIELDS})
     row["eval_seconds"] = round(time.time() - t0, 1)
-    for k in ("valid_ppl", "test_ppl", "dyn_valid_ppl", "dyn_test_ppl"):
+    for k in RESULT_FIELDS:
         if not math.isfinite(row[k]):
             raise FloatingPointError(f"{k} of {preset.name} is {row[k]}")
         row[k] = round(row[k], 3)
-    return row, result.history, model
+    reduced = dyneval_search is None or dyneval_search != presets.DYNEVAL_SEARCH["full"]
+    row["departures"] = "; ".join(protocol_departures(preset, best, space, reduced))
+    return row, result.history, model, trials

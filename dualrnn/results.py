@@ -79,20 +79,20 @@ def provenance() -> dict:
 
 
 def read_csv(path) -> list[dict]:
-    """Rows of a CSV written by ``write_csv`` (``#`` comment lines skipped); [] if absent."""
+    """Rows of a CSV written by ``write_csv``; [] if absent."""
     if not os.path.exists(path):
         return []
     with open(path, newline="") as f:
-        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+        return list(csv.DictReader(f))
 
 
-def write_csv(path, rows: list[dict], columns: list[str], comment: str | None = None):
-    """Write ``rows`` atomically (a reader sees the old file or the new one, never half)."""
+def write_csv(path, rows: list[dict], columns: list[str]):
+    """Write ``rows`` atomically (a reader sees the old file or the new one, never half): a plain
+    CSV, header first, that ``pandas.read_csv(path)`` reads as it is. What a file holds is said in
+    its columns (``command``, provenance) and in the README, never in comment lines."""
 
     def write(tmp):
         with open(tmp, "w", newline="") as f:
-            if comment:
-                f.write(f"# {comment}\n")
             w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
             w.writeheader()
             w.writerows(rows)
@@ -103,7 +103,8 @@ def write_csv(path, rows: list[dict], columns: list[str], comment: str | None = 
 def paper_table1(dataset: str) -> dict:
     """The Dual paper's Table 1 numbers for ``dataset``: model -> dict of floats."""
     rows = read_csv(os.path.join(PAPER_DIR, "dual_table1.csv"))
-    return {r["model"]: {k: float(v) for k, v in r.items() if k not in ("dataset", "model")}
+    return {r["model"]: {k: float(v) for k, v in r.items()
+                         if k not in ("dataset", "model", "source")}
             for r in rows if r["dataset"] == dataset}
 
 
@@ -111,10 +112,10 @@ def paper_table2() -> dict:
     """The Dual paper's Table 2 (PTB): model name -> dict of floats (missing values: nan)."""
     rows = read_csv(os.path.join(PAPER_DIR, "dual_table2.csv"))
     return {r["model"]: {k: float(v) if v else float("nan") for k, v in r.items()
-                         if k not in ("model", "reference")} for r in rows}
+                         if k not in ("model", "reference", "source")} for r in rows}
 
 
-def update_csv(path, new_rows: list[dict], key, columns: list[str], comment=None, order=None):
+def update_csv(path, new_rows: list[dict], key, columns: list[str], order=None):
     """Merge ``new_rows`` into the CSV at ``path`` (replacing rows with the same ``key``), under a
     file lock and atomically, so that several processes can fill one table side by side.
 
@@ -132,5 +133,5 @@ def update_csv(path, new_rows: list[dict], key, columns: list[str], comment=None
         rows = [r for r in read_csv(path) if kf(r) not in new_keys] + list(new_rows)
         if order is not None:
             rows.sort(key=order)
-        write_csv(path, rows, columns, comment)
+        write_csv(path, rows, columns)
     return rows

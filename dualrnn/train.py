@@ -127,6 +127,30 @@ def load_checkpoint(path, stream):
     return state, best
 
 
+def _filled(d, dataclass_obj):
+    """``d`` over the fields of ``dataclass_obj``'s class, absent ones at their defaults (a field
+    added after a checkpoint was written defaults to the behaviour the checkpoint was made with)."""
+    out = {}
+    for f in dataclasses.fields(dataclass_obj):
+        if f.name == "epochs":
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        out[f.name] = d.get(f.name, default)
+    return json.loads(json.dumps(out, default=list))
+
+
+def same_identity(saved, current, model_config, train_config):
+    """Whether a checkpoint's identity (model and training configuration) is this run's."""
+    return (saved.get("vocab_size") == current["vocab_size"]
+            and _filled(saved["model"], model_config) == _filled(current["model"], model_config)
+            and _filled(saved["train"], train_config) == _filled(current["train"], train_config))
+
+
 def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_size=None,
           eval_seq_len=None, checkpoint_dir=None, callbacks=(), verbose=1) -> TrainResult:
     """Train ``model`` in place; at the end it holds the weights of its best validation epoch.
@@ -168,7 +192,7 @@ def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_siz
     resumed_from = 0
     if path and os.path.exists(path):
         saved, saved_best = load_checkpoint(path, stream)
-        if json.loads(json.dumps(identity)) != saved["identity"]:
+        if not same_identity(saved["identity"], identity, model.model_config, config):
             raise ValueError(f"checkpoint {path} was written for another model or training "
                              f"configuration; use another checkpoint_dir or delete it")
         state, best = saved, saved_best

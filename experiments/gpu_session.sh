@@ -14,6 +14,20 @@
 #           and dual_lstm trained side by side (two processes, one GPU) for the rest; rerunning
 #           on a warm machine resumes the training from runs/.
 #       or the parts alone: `bench [MODELS] [SECONDS]`, `table1 [SECONDS]`.
+#   the Table 1 sweep (issue 11), one call:
+#       run(command="bash experiments/gpu_session.sh sweep 2 540", carry=[".whl", ".gpu"],
+#           timeout_s=600)
+#           N configurations of the PTB `lstm` row trained side by side for 100 epochs
+#           (keras-tuner's chief and N workers on this one machine, trials in
+#           runs/tuning/ptb_lstm_ers_<scale>_sweep): sizes, batch 32, window 25 and epochs 100
+#           fixed (Table 1, sec. 3.2), PaperNadam, the learning rate drawn log-uniformly from
+#           [1e-4, 1e-3] (SWEEP_LR_LOW; a documented prior inside the grid's [1e-6, 1e-3]), every
+#           L2 and dropout from appendix Tables 3-4; then the best finished trial is evaluated by
+#           experiments/table1.py --preset (both protocols, dynamic evaluation searched over
+#           DYNEVAL_SEARCH["small"]) from its own checkpoint. SWEEP_SEED picks the oracle's draws:
+#           a later session continues with another seed. The Dual transfer of the best values:
+#           `sweep-dual N SECONDS FOLDER` with FOLDER the ERS sweep's trials (tuning/search.py
+#           --transfer-from).
 #   here, with the files that came back:   bash experiments/gpu_session.sh merge FILES_AT
 #       merges the returned throughput CSVs into results/ (rows keyed by backend, scale, row,
 #       mode, implementation) and copies the Table 1 files; then commit them.
@@ -81,6 +95,45 @@ table1_pair() {   # SECONDS: lstm and dual_lstm side by side, each in its own pr
     progress
 }
 
+sweep() {   # ARCH N SECONDS [TRANSFER_FROM]: keras-tuner chief + N workers, then the best's dyneval
+    local arch=$1 n=$2 total=$3 from=${4:-} i
+    local dir=runs/tuning/ptb_lstm_${arch}_${SCALE}_sweep_s${SWEEP_SEED:-0}
+    local name=lstm; [ "$arch" = dual ] && name=dual_lstm
+    local train_s=$((total * 3 / 4)) t0=$SECONDS
+    local args=(--arch "$arch" --recurrent lstm --dataset ptb --tuner random --max-trials "$n"
+                --scale "$SCALE" --dir "$dir" --backend jax --seed "${SWEEP_SEED:-0}" --quiet)
+    if [ -n "$from" ]; then
+        args+=(--transfer-from "$from")
+    else
+        args+=(--lr-range "${SWEEP_LR_LOW:-1e-4}" 1e-3 --fix batch_size=32 --fix seq_len=25
+               --fix epochs=100 --fix embedding_units=600)
+    fi
+    export KERASTUNER_ORACLE_IP=127.0.0.1 KERASTUNER_ORACLE_PORT=${SWEEP_PORT:-8765}
+    KERASTUNER_TUNER_ID=chief timeout "$train_s" $PY tuning/search.py "${args[@]}" \
+        > sweep_chief.log 2>&1 &
+    local frac; frac=$($PY -c "print(round(0.9 / $n, 2))")
+    for i in $(seq 0 $((n - 1))); do
+        XLA_PYTHON_CLIENT_MEM_FRACTION=$frac KERASTUNER_TUNER_ID=tuner$i timeout "$train_s" \
+            $PY tuning/search.py "${args[@]}" > "sweep_worker$i.log" 2>&1 &
+    done
+    wait || true
+    unset KERASTUNER_ORACLE_IP KERASTUNER_ORACLE_PORT
+    for f in sweep_chief.log sweep_worker*.log; do echo "--- $f"; tail -n 8 "$f"; done
+    local csv=results/tuning/ptb_lstm_${arch}_${SCALE}_sweep_s${SWEEP_SEED:-0}.csv
+    $PY tuning/export.py "$dir" --out "$csv" --best > best_sweep.json 2> export.log || true
+    cat export.log
+    local trial; trial=$(sed -n 's/^best: trial \([^,]*\),.*/\1/p' export.log)
+    if [ -z "$trial" ]; then echo "sweep: no trial finished its epochs"; return 0; fi
+    # table1.py --preset resumes the trial's own checkpoint (same model, training and seed) and
+    # goes straight to the evaluation
+    local run=runs/table1_ptb_${SCALE}_best_sweep/$name
+    mkdir -p "$run" && cp "$dir/trial_$trial/checkpoint.npz" "$run/"
+    cp best_sweep.json "results/tuning/ptb_lstm_${arch}_${SCALE}_sweep_s${SWEEP_SEED:-0}_best.json"
+    timeout $((total - (SECONDS - t0))) $PY experiments/table1.py --preset best_sweep.json \
+        --scale "$SCALE" --dyneval-grid small --seed "${SWEEP_SEED:-0}" --backend jax \
+        --out results --runs runs || echo "table1.py on the best trial stopped (exit $?)"
+}
+
 progress() {   # per-epoch history of every model under runs/, from its checkpoint
     $PY - "$SCALE" <<'EOF'
 import glob, json, os, sys
@@ -98,9 +151,7 @@ for path in sorted(glob.glob(f"runs/table1_ptb_{scale}/*/checkpoint.npz")):
 if rows:
     write_csv(f"results/table1_ptb_{scale}_progress.csv", rows,
               ["model", "epoch", "train_loss", "train_ppl", "valid_ppl", "seconds", "device",
-               "backend", "commit", "date"],
-              "per-epoch progress of the Table 1 PTB LSTM pair, read from its checkpoints "
-              "(experiments/gpu_session.sh; the two models trained side by side on one GPU)")
+               "backend", "commit", "date"])
     print(f"{len(rows)} epochs recorded in results/table1_ptb_{scale}_progress.csv")
     for r in rows:
         print(f"  {r['model']:<10} epoch {r['epoch']:>3}: train ppl {r['train_ppl']:8.2f}, "
@@ -144,9 +195,26 @@ all)
         results/table1_ptb_${SCALE}_progress.csv results/table1_ptb_${SCALE}.csv \
         results/table1_ptb_${SCALE}_history.csv
     ;;
+sweep)
+    setup_device
+    sweep ers "${2:-2}" "${3:-540}"
+    bring_back results/tuning/ptb_lstm_ers_${SCALE}_sweep_s${SWEEP_SEED:-0}*.csv \
+        results/tuning/ptb_lstm_ers_${SCALE}_sweep_s${SWEEP_SEED:-0}_best.json \
+        results/table1_ptb_${SCALE}_best_sweep.csv results/table1_ptb_${SCALE}_best_sweep_dyneval.csv \
+        results/table1_ptb_${SCALE}_best_sweep_history.csv
+    ;;
+sweep-dual)
+    setup_device
+    sweep dual "${2:-2}" "${3:-540}" "${4:?usage: gpu_session.sh sweep-dual N SECONDS ERS_SWEEP_DIR}"
+    bring_back results/tuning/ptb_lstm_dual_${SCALE}_sweep_s${SWEEP_SEED:-0}*.csv \
+        results/tuning/ptb_lstm_dual_${SCALE}_sweep_s${SWEEP_SEED:-0}_best.json \
+        results/table1_ptb_${SCALE}_best_sweep.csv results/table1_ptb_${SCALE}_best_sweep_dyneval.csv
+    ;;
 merge)
     src=${2:?usage: gpu_session.sh merge FOLDER_WITH_RETURNED_FILES}
     for f in "$src"/table1_ptb_full*; do [ -f "$f" ] && cp "$f" results/ || true; done
+    mkdir -p results/tuning
+    for f in "$src"/ptb_lstm_*_sweep*; do [ -f "$f" ] && cp "$f" results/tuning/ || true; done
     PYTHONPATH=$ROOT $PY - "$src" <<'EOF'
 import glob, os, sys
 sys.path.insert(0, "experiments")
@@ -159,8 +227,7 @@ for path in glob.glob(os.path.join(sys.argv[1], "throughput_*.csv")):
         continue   # recomputed below from the returned rows (the same function throughput.py uses)
     returned = read_csv(path)
     rows = update_csv(os.path.join("results", name), returned,
-                      ("backend", "scale", "row", "mode", "implementation"), COLUMNS,
-                      "merged by experiments/gpu_session.sh from a GPU session")
+                      ("backend", "scale", "row", "mode", "implementation"), COLUMNS)
     print(f"results/{name}: {len(rows)} rows")
     stem = os.path.join("results", name[:-len(".csv")])
     for run in dict.fromkeys((r["backend"], r["scale"]) for r in returned):
@@ -170,8 +237,7 @@ for path in glob.glob(os.path.join(sys.argv[1], "throughput_*.csv")):
                   for c in check_targets(same)]
         if checks:
             update_csv(stem + "_targets.csv", checks, ("backend", "scale", "target"),
-                       TARGET_COLUMNS, "checked by experiments/throughput.py on the rows of one "
-                       "run (merged by experiments/gpu_session.sh)")
+                       TARGET_COLUMNS)
             print(f"{stem}_targets.csv: {len(checks)} targets of {run}")
     for scale in dict.fromkeys(r["scale"] for r in rows):   # the chart, from the merged rows
         plot([r for r in rows if r["scale"] == scale], f"{stem}_{scale}.png",
@@ -180,7 +246,7 @@ for path in glob.glob(os.path.join(sys.argv[1], "throughput_*.csv")):
 EOF
     ;;
 *)
-    echo "usage: gpu_session.sh prepare | all [SECONDS] | bench [MODELS] [SECONDS] | table1 [SECONDS] | merge FOLDER" >&2
+    echo "usage: gpu_session.sh prepare | all [SECONDS] | bench [MODELS] [SECONDS] | table1 [SECONDS] | sweep [N] [SECONDS] | sweep-dual N SECONDS ERS_SWEEP_DIR | merge FOLDER" >&2
     exit 2
     ;;
 esac

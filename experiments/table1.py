@@ -17,12 +17,17 @@ import _cli
 
 _cli.set_backend(sys.argv)
 
-COLUMNS = ["dataset", "model", "scale", "params", "paper_params_millions", "valid_ppl",
-           "test_ppl", "dyn_valid_ppl", "dyn_test_ppl", "paper_valid_ppl", "paper_test_ppl",
-           "paper_dyn_valid_ppl", "paper_dyn_test_ppl", "epochs", "best_epoch", "train_seconds",
-           "eval_seconds", "dyneval_lr", "departures", "commit", "date", "device", "backend",
+COLUMNS = ["dataset", "model", "scale", "params", "paper_params_millions", "valid_ppl_carry",
+           "test_ppl_carry", "valid_ppl_windows", "test_ppl_windows", "dyn_valid_ppl",
+           "dyn_test_ppl", "paper_valid_ppl", "paper_test_ppl", "paper_dyn_valid_ppl",
+           "paper_dyn_test_ppl", "epochs", "best_epoch", "train_seconds", "eval_seconds",
+           "optimizer", "seed", "eval_seq_len", "temperature", "dyneval_method",
+           "dyneval_batch_size", "dyneval_seq_len", "dyneval_clipnorm", "dyneval_lr",
+           "dyneval_beta_1", "departures", "command", "commit", "date", "device", "backend",
            "versions"]
-HISTORY_COLUMNS = ["model", "epoch", "train_ppl", "valid_ppl", "seconds"]
+HISTORY_COLUMNS = ["model", "epoch", "train_ppl", "valid_ppl", "seconds", "command"]
+DYNEVAL_COLUMNS = ["model", "method", "batch_size", "seq_len", "clipnorm", "lr", "beta_1",
+                   "valid_ppl", "command"]
 NAMES = ("lstm", "dual_lstm", "dlstm", "dual_dlstm", "mdlstm", "dual_mdlstm")
 
 
@@ -37,6 +42,8 @@ def parse(argv):
                    help="evaluation window, in the paper's range [5, 70] (default 25)")
     p.add_argument("--temperature", type=_cli.in_range(0.9, 1.3), default=None,
                    help="softmax temperature, in the paper's range [0.9, 1.3] (default 1.0)")
+    p.add_argument("--dyneval-grid", choices=["smoke", "small", "full"], default=None,
+                   help="which presets.DYNEVAL_SEARCH grid to search (default: the --scale's)")
     p.add_argument("--preset", default=None, metavar="FILE",
                    help="a preset JSON (tuning/export.py --best) instead of the built-in row; "
                         "its CSV is table1_<dataset>_<scale>_<FILE's stem>.csv")
@@ -109,34 +116,40 @@ def main(argv=None):
             preset = presets.at_scale(args.custom, args.scale)
         else:
             preset = presets.table1(name, args.dataset, args.scale)
+        preset = preset.replace(train=preset.train.replace(seed=args.seed))
         if args.eval_seq_len or args.temperature:
             preset = preset.replace(eval=preset.eval.replace(
                 seq_len=args.eval_seq_len or preset.eval.seq_len,
                 temperature=args.temperature or preset.eval.temperature))
         print(f"== {name} ({args.dataset}, {args.scale}) ==", flush=True)
         t0 = time.time()
-        row, hist, _ = run_preset(preset, corpus,
-                                  run_dir=os.path.join(args.runs, os.path.basename(stem), name),
-                                  dyneval_lrs=presets.DYNEVAL_LRS[args.scale], seed=args.seed,
-                                  verbose=verbose)
+        row, hist, _, trials = run_preset(
+            preset, corpus, run_dir=os.path.join(args.runs, os.path.basename(stem), name),
+            dyneval_search=presets.DYNEVAL_SEARCH[args.dyneval_grid or args.scale], seed=args.seed,
+            verbose=verbose)
         pp = paper[name]
+        command = (f"experiments/table1.py --dataset {args.dataset} --scale {args.scale} "
+                   f"--seed {args.seed}" + (f" --preset {os.path.basename(args.preset)}"
+                                            if args.preset else "")
+                   + (f" --dyneval-grid {args.dyneval_grid}" if args.dyneval_grid else ""))
         row.update(dataset=args.dataset, model=name, scale=args.scale,
                    paper_params_millions=pp["params_millions"], paper_valid_ppl=pp["valid_ppl"],
                    paper_test_ppl=pp["test_ppl"], paper_dyn_valid_ppl=pp["dyn_valid_ppl"],
-                   paper_dyn_test_ppl=pp["dyn_test_ppl"],
-                   departures="; ".join(preset.departures) or "none", **provenance())
-        comment = (f"measured by experiments/table1.py --dataset {args.dataset} --scale "
-                   f"{args.scale}" + (f" --preset {os.path.basename(args.preset)}"
-                                      if args.preset else "")
-                   + "; paper_* columns are the paper's Table 1")
+                   paper_dyn_test_ppl=pp["dyn_test_ppl"], optimizer=preset.train.optimizer,
+                   seed=args.seed, command=command, **provenance())
         # merged under a lock: other processes may be filling other rows of the same table
         rank = lambda r: (NAMES.index(r["model"]), int(r.get("epoch") or 0))  # noqa: E731
         rows = {r["model"]: r for r in update_csv(stem + ".csv", [row], "model", COLUMNS,
-                                                  comment, order=rank)}
+                                                  order=rank)}
         history = update_csv(stem + "_history.csv",
-                             [{"model": name, **{k: h[k] for k in HISTORY_COLUMNS[1:]}}
-                              for h in hist], ("model", "epoch"), HISTORY_COLUMNS, comment,
-                             order=rank)
+                             [{"model": name, "command": command,
+                               **{k: h[k] for k in HISTORY_COLUMNS[1:-1]}} for h in hist],
+                             ("model", "epoch"), HISTORY_COLUMNS, order=rank)
+        update_csv(stem + "_dyneval.csv",
+                   [{"model": name, "valid_ppl": t["ppl"], "command": command, **t}
+                    for t in trials],
+                   ("model", "method", "batch_size", "seq_len", "clipnorm", "lr", "beta_1"),
+                   DYNEVAL_COLUMNS, order=lambda r: NAMES.index(r["model"]))
         print(f"{name}: done in {time.time() - t0:.0f}s", flush=True)
     if history:
         plot(history, stem + "_history.png", f"Table 1, {args.dataset}, {args.scale} scale")
@@ -145,8 +158,10 @@ def main(argv=None):
 
 
 def print_table(rows):
-    head = (f"{'model':<12}{'params':>11}{'paper':>8} | {'valid':>8}{'test':>8}{'dyn v':>8}"
-            f"{'dyn t':>8} | {'paper v':>8}{'t':>7}{'dyn v':>7}{'dyn t':>7}")
+    head = (f"{'model':<12}{'params':>11}{'paper':>8} | {'valid':>8}{'test':>8}{'win v':>8}"
+            f"{'win t':>8}{'dyn v':>8}{'dyn t':>8} | {'paper v':>8}{'t':>7}{'dyn v':>7}"
+            f"{'dyn t':>7}")
+    print("(valid/test: state carried; win: every window from the zero state)")
     print(head)
     print("-" * len(head))
     for n in NAMES:
@@ -154,7 +169,9 @@ def print_table(rows):
             r = rows[n]
             f = lambda k: float(r[k])  # noqa: E731
             print(f"{n:<12}{int(r['params']):>11,}{f('paper_params_millions'):>7.2f}M | "
-                  f"{f('valid_ppl'):>8.2f}{f('test_ppl'):>8.2f}{f('dyn_valid_ppl'):>8.2f}"
+                  f"{f('valid_ppl_carry'):>8.2f}{f('test_ppl_carry'):>8.2f}"
+                  f"{f('valid_ppl_windows'):>8.2f}{f('test_ppl_windows'):>8.2f}"
+                  f"{f('dyn_valid_ppl'):>8.2f}"
                   f"{f('dyn_test_ppl'):>8.2f} | {f('paper_valid_ppl'):>8.2f}"
                   f"{f('paper_test_ppl'):>7.2f}{f('paper_dyn_valid_ppl'):>7.2f}"
                   f"{f('paper_dyn_test_ppl'):>7.2f}")

@@ -41,7 +41,11 @@ import time
 import _cli
 
 NAMES = ("lstm", "dual_lstm", "dlstm", "dual_dlstm", "mdlstm", "dual_mdlstm")
-MODES = ("train", "eval", "dyneval")
+MODES = ("train", "eval", "dyneval", "dyneval1")
+# dyneval1: dynamic evaluation at Krause et al.'s batch 1 and window 5 (searched by the
+# experiments beside the training batch); the other modes use --batch-size and --seq-len.
+BATCH1_WINDOW = (1, 5)
+PTB_EVAL_TOKENS = 73_760 + 82_430          # PTB validation + test targets (with <eos>)
 BACKENDS = ("tensorflow", "jax")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 COLUMNS = ["backend", "scale", "row", "mode", "model", "family", "implementation",
@@ -325,12 +329,18 @@ def _torch_gemm(n, dtype):
 # ---------------------------------------------------------------------------------------------
 # the rows
 
-def data(args, vocab):
+def window(args, mode):
+    """(batch, window) of a mode's step."""
+    return BATCH1_WINDOW if mode == "dyneval1" else (args.batch_size, args.seq_len)
+
+
+def data(args, vocab, shape=None):
     import numpy as np
 
     rng = np.random.default_rng(args.seed)
-    ids = rng.integers(0, vocab, (args.batch_size, args.seq_len)).astype("int32")
-    targets = rng.integers(0, vocab, (args.batch_size, args.seq_len)).astype("int32")
+    shape = shape or (args.batch_size, args.seq_len)
+    ids = rng.integers(0, vocab, shape).astype("int32")
+    targets = rng.integers(0, vocab, shape).astype("int32")
     return ids, targets
 
 
@@ -340,25 +350,26 @@ def library_step(cfg, args, mode, implementation, jit, unroll):
     import numpy as np
 
     import dualrnn
+    from dualrnn.optimizers import PaperNadam
     from dualrnn.streaming import StreamingLM, TokenNLL
 
     dtype = None if args.precision == "float32" else args.precision
     model = dualrnn.build_model(cfg, args.vocab, seed=args.seed, implementation=implementation,
                                 unroll=unroll, dtype=dtype)
-    ids, targets = data(args, args.vocab)
-    keep = np.zeros((args.batch_size,), "float32")
+    batch, _ = window(args, mode)
+    ids, targets = data(args, args.vocab, window(args, mode))
+    keep = np.zeros((batch,), "float32")
     if mode == "train":
-        stream = StreamingLM(model, args.batch_size)
-        stream.compile(optimizer=keras.optimizers.Nadam(1e-3), metrics=[TokenNLL()],
-                       jit_compile=jit)
+        stream = StreamingLM(model, batch)
+        stream.compile(optimizer=PaperNadam(1e-3), metrics=[TokenNLL()], jit_compile=jit)
         step = lambda: stream.train_on_batch((ids, keep), targets)  # noqa: E731
     elif mode == "eval":
-        stream = StreamingLM(model, args.batch_size, regularize=False, dropout=False)
+        stream = StreamingLM(model, batch, regularize=False, dropout=False)
         stream.compile(metrics=[TokenNLL()], jit_compile=jit)
         step = lambda: stream.test_on_batch((ids, keep), targets)  # noqa: E731
     else:  # what dyneval.dynamic_eval compiles: score, gradient and Nadam update per window
-        stream = StreamingLM(model, args.batch_size, regularize=False, dropout=False)
-        stream.compile(optimizer=keras.optimizers.Nadam(1e-4, beta_1=0.0, clipnorm=0.5),
+        stream = StreamingLM(model, batch, regularize=False, dropout=False)
+        stream.compile(optimizer=PaperNadam(1e-4, beta_1=0.0, clipnorm=0.5),
                        metrics=[TokenNLL()], jit_compile=jit)
         step = lambda: stream.train_on_batch((ids, keep), targets)  # noqa: E731
     return step
@@ -498,7 +509,8 @@ def run(args, save=None):
 
     def record(row, mode, model, cfg, implementation, regularization, seconds, memory,
                jit_used, gpu=None, k=1):
-        tokens = args.batch_size * args.seq_len
+        batch, seq_len = window(args, mode)
+        tokens = batch * seq_len
         fpt = flops_per_token(cfg, args.vocab, mode)
         tps = tokens / seconds
         r = dict(backend=backend, scale=args.scale, row=row, mode=mode, model=model,
@@ -506,7 +518,7 @@ def run(args, save=None):
                  regularization=regularization, embedding_units=cfg.embedding_units,
                  recurrent_units="/".join(map(str, cfg.recurrent_units)),
                  mogrifier_rounds=cfg.mogrifier_rounds, vocab=args.vocab,
-                 batch_size=args.batch_size, seq_len=args.seq_len, precision=args.precision,
+                 batch_size=batch, seq_len=seq_len, precision=args.precision,
                  jit_compile=jit_used, unroll=unroll_used, steps=args.steps,
                  steps_per_sample=k,
                  seconds_per_step=f"{seconds:.5f}", tokens_per_s=round(tps, 1),
@@ -644,6 +656,11 @@ def targets(rows):
                 bound = float(ev["flops_per_token"]) / float(r["flops_per_token"])
                 check(f"{r['row']} dyneval vs eval", 0.5, t(r) / t(ev),
                       f"FLOPs per token eval/dyneval = {bound:.2f}")
+        if r["mode"] == "dyneval1" and r["implementation"] == "fast" and r["scale"] == "full":
+            minutes = PTB_EVAL_TOKENS / t(r) / 60
+            check(f"{r['row']} dyneval at batch 1: PTB valid + test within 10 minutes", 1.0,
+                  10.0 / minutes, f"{minutes:.1f} minutes at {t(r):.0f} tokens/s (measured: "
+                  f"10 / minutes)")
     if get("lstm"):
         check("lstm training fraction of GEMM peak", 0.6, float(get("lstm")["fraction_of_peak"]),
               "Table 1 dropouts")
@@ -707,19 +724,15 @@ def main(argv=None):
 
     stem = os.path.join(args.out, f"throughput_{slug(device_name())}")
     key = ("backend", "scale", "row", "mode", "implementation")
-    comment = ("measured by experiments/throughput.py; tokens/s are medians of timed samples "
-               "after warm-up, rows of a mode timed in interleaved rounds (torch rows alone, in "
-               "their own process); vs_* are ratios of tokens/s measured in the same run; "
-               "peak_memory_mb: the process's peak while the row was built and compiled")
     prov = provenance()
 
     def save(rows):   # after every row: a run stopped early keeps its rows and targets
-        update_csv(stem + ".csv", rows, key, COLUMNS, comment)
+        update_csv(stem + ".csv", rows, key, COLUMNS)
         checks = [dict(c, backend=rows[0]["backend"], scale=args.scale, device=prov["device"],
                        commit=prov["commit"], date=prov["date"]) for c in targets(rows)]
         if checks:
             update_csv(stem + "_targets.csv", checks, ("backend", "scale", "target"),
-                       TARGET_COLUMNS, "checked by experiments/throughput.py on the rows of one run")
+                       TARGET_COLUMNS)
         return checks
 
     rows = run(args, save=save)

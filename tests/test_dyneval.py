@@ -20,7 +20,7 @@ def weights(m):
 def test_zero_learning_rate_is_plain_evaluation(model, ptb):
     tokens = ptb.valid[:3001]
     base = evaluate.perplexity(model, tokens, batch_size=8, seq_len=25)
-    for method in ("nadam", "rms"):
+    for method in ("paper_nadam", "nadam", "rms"):
         rms = [np.ones(v.shape, "float32") for v in model.trainable_weights]
         got = dyneval.dynamic_eval(model, tokens, batch_size=8, seq_len=25, lr=0.0,
                                    method=method, rms=rms, decay=0.0)
@@ -97,6 +97,6 @@ def test_search_stays_in_the_paper_ranges(model, ptb, kwargs, match):
 def test_search_picks_the_best_setting(model, ptb):
     tokens = np.tile(ptb.valid[:40], 20)
     best, trials = dyneval.search(model, tokens, lrs=[0.0 + 1e-6, 1e-3], clipnorms=[0.0],
-                                  seq_lens=[20], batch_size=4)
+                                  seq_lens=[20], batch_sizes=(4,), beta_1s=(0.0,))
     assert len(trials) == 2 and best["ppl"] == min(t["ppl"] for t in trials)
     assert best["lr"] == 1e-3  # adapting to the repetition beats (almost) not adapting

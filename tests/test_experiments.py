@@ -19,7 +19,7 @@ def run(*args, timeout=900):
 
 def rows(path):
     with open(path) as f:
-        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+        return list(csv.DictReader(f))
 
 
 def test_table1_smoke_end_to_end_and_resume(tmp_path):
@@ -35,10 +35,16 @@ def test_table1_smoke_end_to_end_and_resume(tmp_path):
 
     assert list(table[0]) == COLUMNS
     for t in table:
-        for k in ("valid_ppl", "test_ppl", "dyn_valid_ppl", "dyn_test_ppl", "paper_valid_ppl"):
+        for k in ("valid_ppl_carry", "test_ppl_carry", "valid_ppl_windows", "test_ppl_windows",
+                  "dyn_valid_ppl", "dyn_test_ppl", "paper_valid_ppl"):
             assert math.isfinite(float(t[k])) and float(t[k]) > 1, (k, t[k])
         assert t["scale"] == "smoke" and t["commit"] and t["device"] and t["date"]
-        assert "widths" in t["departures"]
+        assert "widths" in t["departures"] and "dyneval batch size" in t["departures"]
+        assert t["optimizer"] == "paper_nadam" and t["command"].startswith("experiments/table1.py")
+        assert t["dyneval_method"] in ("paper_nadam", "rms") and int(t["dyneval_batch_size"]) in (1, 8)
+    trials = rows(os.path.join(out, "table1_ptb_smoke_dyneval.csv"))
+    assert {int(t["batch_size"]) for t in trials} == {1, 8}
+    assert {t["method"] for t in trials} == {"paper_nadam", "rms"}
     assert float(table[0]["paper_test_ppl"]) == 64.91  # from results/paper/dual_table1.csv
     assert os.path.getsize(os.path.join(out, "table1_ptb_smoke_history.png")) > 1000
     before = open(path).read()
@@ -92,7 +98,8 @@ def test_table2_smoke_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     (row,) = rows(os.path.join(out, "table2_smoke.csv"))
     assert float(row["paper_dyn_test_ppl"]) == 44.61 and float(row["mogrifier_test_ppl"]) == 50.1
-    for k in ("valid_ppl", "test_ppl", "dyn_valid_ppl", "dyn_test_ppl", "dyn0_test_ppl"):
+    for k in ("valid_ppl_windows", "test_ppl_windows", "valid_ppl_carry", "test_ppl_carry",
+              "dyn_valid_ppl", "dyn_test_ppl", "dyn0_test_ppl"):
         assert math.isfinite(float(row[k])), k
     assert 5 <= int(row["eval_seq_len"]) <= 70 and 0.9 <= float(row["temperature"]) <= 1.3
     search = rows(os.path.join(out, "table2_smoke_search.csv"))

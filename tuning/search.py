@@ -45,9 +45,28 @@ def parse(argv):
     p.add_argument("--backend", choices=["tensorflow", "jax"], default=None)
     p.add_argument("--factor", type=_cli.in_range(1, None, int), default=3,
                    help="Hyperband's reduction factor (at least 2)")
+    p.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
+                   help="pin one hyperparameter (repeatable), e.g. --fix embedding_units=600 "
+                        "--fix epochs=100: a Table 1 row's sizes and sec. 3.2's batch/window")
+    p.add_argument("--lr-range", nargs=2, type=float, default=None, metavar=("LOW", "HIGH"),
+                   help="the learning rate's log-uniform prior, inside [1e-6, 1e-3]")
     p.add_argument("--seed", type=int, default=0, help="oracle and initialisation seed")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
+    args.fixed = {}
+    for item in args.fix:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            p.error(f"--fix {item!r} is not NAME=VALUE")
+        try:
+            args.fixed[name] = json.loads(text)
+        except json.JSONDecodeError:
+            p.error(f"--fix {item!r}: {text!r} is not a number")
+    if args.lr_range and not 1e-6 <= args.lr_range[0] < args.lr_range[1] <= 1e-3:
+        p.error(f"--lr-range {args.lr_range[0]} {args.lr_range[1]} must lie inside the paper's "
+                f"[1e-6, 1e-3] with LOW < HIGH")
+    if args.fix and (args.transfer_from or args.reference):
+        p.error("--fix goes with a plain search, not --transfer-from or --reference")
     _cli.check_writable(p, args.dir, "--dir")
     if args.factor < 2:
         p.error(f"--factor {args.factor} must be at least 2")
@@ -93,7 +112,7 @@ def main(argv=None):
     from tuning.space import DualHyperModel, grid_values
     from tuning.tuners import SEARCH, make_tuner, read_json, read_trials, write_json
 
-    fixed, source = {}, None
+    fixed, source = dict(args.fixed), None
     if args.transfer_from:
         fixed, source = transferred(p, args)
     elif args.reference:
@@ -104,7 +123,7 @@ def main(argv=None):
     identity = {"arch": args.arch, "recurrent": args.recurrent, "dataset": args.dataset,
                 "scale": args.scale, "tuner": args.tuner, "seed": args.seed,
                 "factor": args.factor if args.tuner == "hyperband" else None,
-                "fixed": fixed, "source": source}
+                "fixed": fixed, "source": source, "lr_range": args.lr_range}
     meta_path = os.path.join(args.dir, SEARCH)
     if os.path.exists(meta_path):
         saved = read_json(meta_path)
@@ -117,11 +136,14 @@ def main(argv=None):
         corpus = data.load_corpus(args.dataset)
     except ValueError as e:
         p.error(str(e))
-    write_json(meta_path, identity)
 
-    hypermodel = DualHyperModel(args.arch, args.recurrent, args.dataset, args.scale,
-                                corpus.vocab_size, fixed=fixed,
-                                hyperband=args.tuner == "hyperband", seed=args.seed)
+    try:
+        hypermodel = DualHyperModel(args.arch, args.recurrent, args.dataset, args.scale,
+                                    corpus.vocab_size, fixed=fixed, lr_range=args.lr_range,
+                                    hyperband=args.tuner == "hyperband", seed=args.seed)
+    except ValueError as e:
+        p.error(str(e))
+    write_json(meta_path, identity)
     tuner = make_tuner(args.tuner, hypermodel, args.dir, args.max_trials, seed=args.seed,
                        factor=args.factor)
     role = os.environ.get("KERASTUNER_TUNER_ID", "")

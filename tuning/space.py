@@ -20,7 +20,10 @@ parameter counts fix it: PTB dLSTM = 400 -> 1150 -> 400): every recurrent layer 
 ("Dual units*" is therefore not free; it is reported as the resolved ``dual_units``).
 
 ``fixed`` pins hyperparameters (``hp.Fixed``): the paper's protocol fixes the best ERS values and
-searches only the Dual-only ones (``tuning/search.py --transfer-from``).
+searches only the Dual-only ones (``tuning/search.py --transfer-from``); a Table 1 sweep fixes the
+row's sizes and sec. 3.2's batch, window and epochs (``--fix``). ``lr_range`` narrows the
+learning rate's log-uniform prior to a sub-interval of the grid's [1e-6, 1e-3] (``--lr-range``:
+draws far below 1e-4 learn almost nothing in the epochs a short search affords).
 """
 
 from __future__ import annotations
@@ -104,7 +107,7 @@ class DualHyperModel(kt.HyperModel):
     """
 
     def __init__(self, arch, recurrent, dataset, scale, vocab_size, fixed=None, hyperband=False,
-                 seed=0, **kwargs):
+                 seed=0, lr_range=None, **kwargs):
         _check("arch", arch, ARCHS)
         _check("recurrent", recurrent, RECURRENTS)
         _check("dataset", dataset, presets.DATASETS)
@@ -115,6 +118,11 @@ class DualHyperModel(kt.HyperModel):
         self.fixed = dict(fixed or {})
         self.hyperband = hyperband
         self.seed = seed
+        lo, hi = GRID["learning_rate"]
+        self.lr_range = tuple(lr_range or (lo, hi))
+        if not (len(self.lr_range) == 2 and lo <= self.lr_range[0] < self.lr_range[1] <= hi):
+            raise ValueError(f"lr_range={lr_range!r} must be (low, high) with "
+                             f"{lo} <= low < high <= {hi} (appendix Table 3)")
         unknown = sorted(set(self.fixed) - set(self.names()))
         if unknown:
             raise ValueError(f"fixed hyperparameters {unknown} are not in the search space of "
@@ -142,7 +150,7 @@ class DualHyperModel(kt.HyperModel):
             if name in self.fixed:
                 return hp.Fixed(name, self.fixed[name])
             if name == "learning_rate":
-                return hp.Float(name, *GRID["learning_rate"], sampling="log")
+                return hp.Float(name, *self.lr_range, sampling="log")
             if name == "layers":
                 return hp.Choice(name, [n for n in GRID["layers"] if n > 1])
             if name == "mogrifier_rounds":
