@@ -109,14 +109,18 @@ sweep() {   # ARCH N SECONDS [TRANSFER_FROM]: keras-tuner chief + N workers, the
                --fix epochs=100 --fix embedding_units=600)
     fi
     export KERASTUNER_ORACLE_IP=127.0.0.1 KERASTUNER_ORACLE_PORT=${SWEEP_PORT:-8765}
+    local pids=()
     KERASTUNER_TUNER_ID=chief timeout "$train_s" $PY tuning/search.py "${args[@]}" \
         > sweep_chief.log 2>&1 &
+    pids+=($!)
     local frac; frac=$($PY -c "print(round(0.9 / $n, 2))")
     for i in $(seq 0 $((n - 1))); do
         XLA_PYTHON_CLIENT_MEM_FRACTION=$frac KERASTUNER_TUNER_ID=tuner$i timeout "$train_s" \
             $PY tuning/search.py "${args[@]}" > "sweep_worker$i.log" 2>&1 &
+        pids+=($!)
     done
-    wait || true
+    # wait for these processes by id: a bare `wait` would also wait for the `tee` of the log
+    for i in "${pids[@]}"; do wait "$i" || echo "search.py ($i) stopped (exit $?)"; done
     unset KERASTUNER_ORACLE_IP KERASTUNER_ORACLE_PORT
     for f in sweep_chief.log sweep_worker*.log; do echo "--- $f"; tail -n 8 "$f"; done
     local csv=results/tuning/ptb_lstm_${arch}_${SCALE}_sweep_s${SWEEP_SEED:-0}.csv

@@ -346,7 +346,6 @@ def data(args, vocab, shape=None):
 
 def library_step(cfg, args, mode, implementation, jit, unroll):
     """The library's compiled step for ``mode`` on one window, as a function of no arguments."""
-    import keras
     import numpy as np
 
     import dualrnn
