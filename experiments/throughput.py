@@ -86,7 +86,8 @@ def parse(argv):
     p.add_argument("--precision", choices=PRECISIONS, default="float32",
                    help="Keras dtype policy (mixed precision is for GPUs; the loss stays float32)")
     p.add_argument("--jit", choices=["default", "on", "off"], default="default",
-                   help="XLA for the library's rows (default: streaming.jit_compile_default)")
+                   help="XLA for the library's rows (default: streaming.jit_compile_default; "
+                        "jit_compile_dyneval for the dyneval modes)")
     p.add_argument("--unroll", choices=["default", "on", "off"], default="default",
                    help="unroll the fast Mogrifier loop (default: layers.fused.default_unroll)")
     p.add_argument("--steps", type=count(1, 10_000), default=None,
@@ -488,7 +489,7 @@ def run(args, save=None):
 
     from dualrnn.layers import fused
     from dualrnn.results import provenance
-    from dualrnn.streaming import jit_compile_default
+    from dualrnn.streaming import jit_compile_default, jit_compile_dyneval
 
     prov = provenance()
     torch = torch_version()
@@ -551,7 +552,9 @@ def run(args, save=None):
                    job["regularization"], seconds, mem, jit_used, k=k)
 
     def lib(cfg, mode, impl):
-        return lambda: (library_step(cfg, args, mode, impl, jit, unroll), jit)
+        used = jit_compile_dyneval() if mode.startswith("dyneval") and args.jit == "default" \
+            else jit
+        return lambda: (library_step(cfg, args, mode, impl, used, unroll), used)
 
     # torch.nn.LSTM first, each in its own process (timed alone: its threads must not compete).
     families = list(dict.fromkeys(family_of(n) for n in args.models))
