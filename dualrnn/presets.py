@@ -182,9 +182,13 @@ def at_scale(preset: Preset, scale: str) -> Preset:
             departures=preset.departures + (f"epochs {preset.train.epochs} -> {epochs}",))
     s = SMOKE
     m = preset.model
-    ratio = [u / m.embedding_units for u in m.recurrent_units]
+    base = m.embedding_units or m.recurrent_units[-1]      # 0: an SCRN without embedding
+    ratio = [u / base for u in m.recurrent_units]
     units = tuple(max(8, round(s["width"] * r)) for r in ratio[:-1]) + (s["width"],)
-    model = m.replace(embedding_units=s["width"], recurrent_units=units,
+    model = m.replace(embedding_units=s["width"] if m.embedding_units else 0,
+                      recurrent_units=units,
+                      context_units=tuple(max(4, round(s["width"] * c / base))
+                                          for c in m.context_units),
                       dual_units=s["width"] if m.dual_units is not None else None,
                       mogrifier_rank=min(m.mogrifier_rank, s["mogrifier_rank"]))
     train = preset.train.replace(epochs=s["epochs"], batch_size=s["batch_size"],
