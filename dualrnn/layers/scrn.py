@@ -77,11 +77,11 @@ class SCRNCell(keras.layers.Layer, DropoutRNNCell):
         self.use_bias = bool(use_bias)
         self.dropout = float(dropout)
         self.recurrent_dropout = float(recurrent_dropout)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.recurrent_regularizer = keras.regularizers.get(recurrent_regularizer)
+        self.kernel_initializer, self.recurrent_initializer, self.bias_initializer = (
+            keras.initializers.get(i)
+            for i in (kernel_initializer, recurrent_initializer, bias_initializer))
+        self.kernel_regularizer, self.recurrent_regularizer = (
+            keras.regularizers.get(r) for r in (kernel_regularizer, recurrent_regularizer))
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed=seed)
         self.state_size = [units, context_units]
