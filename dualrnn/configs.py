@@ -210,6 +210,7 @@ class ModelConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["recurrent_units"] = list(self.recurrent_units)
+        d["context_units"] = list(self.context_units)
         return d
 
     @classmethod
@@ -229,7 +230,8 @@ class ModelConfig:
         return cls(**d).validate()
 
 
-OPTIMIZERS = ("paper_nadam", "nadam")
+OPTIMIZERS = ("paper_nadam", "nadam", "sgd")
+LOSSES = ("mean", "sum_steps")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,6 +243,17 @@ class TrainConfig:
     window to the next (truncated BPTT over contiguous streams) or start every window from the
     zero state (what a plain, non-stateful Keras ``fit`` over windows does). ``seed`` seeds every
     dropout mask drawn in training (the initial weights are seeded by ``build_model(seed=...)``).
+
+    ``optimizer="sgd"``: plain stochastic gradient descent (the SCRN paper's). ``lr_decay``: the
+    plateau schedule: after every epoch whose validation perplexity is not below the best so far,
+    the learning rate is multiplied by ``lr_decay`` (SCRN Table 1: 0.5; None: constant).
+    ``stop_after_decays = k``: training stops after the epoch of the k-th decay (None: it runs all
+    ``epochs``; either way it stops at ``epochs``). Gradients are clipped per variable
+    (``clipnorm``) or by their global norm (``global_clipnorm``, SCRN: 5), not both. ``loss``:
+    ``"mean"`` (the mean NLL over the window's tokens) or ``"sum_steps"`` (summed over the
+    window's steps, averaged over the batch: ``seq_len`` times the mean, what the SCRN authors'
+    TensorFlow code and the TensorFlow PTB tutorial minimise and what their learning rate refers
+    to).
     """
 
     epochs: int = 100
@@ -253,6 +266,10 @@ class TrainConfig:
     seed: int = 0
     optimizer: str = "paper_nadam"
     carry_state: bool = True
+    global_clipnorm: float | None = None  # gradient clipping by the global norm (SCRN: 5)
+    lr_decay: float | None = None     # plateau schedule: lr *= lr_decay when valid ppl stalls
+    stop_after_decays: int | None = None
+    loss: str = "mean"                # "mean" or "sum_steps" (see above)
 
     def validate(self) -> "TrainConfig":
         _check_int("epochs", self.epochs)
@@ -271,6 +288,21 @@ class TrainConfig:
             _fail("optimizer", self.optimizer, f"one of {OPTIMIZERS}")
         if not isinstance(self.carry_state, bool):
             _fail("carry_state", self.carry_state, "True or False")
+        if self.global_clipnorm is not None and not (
+                isinstance(self.global_clipnorm, (int, float)) and self.global_clipnorm > 0):
+            _fail("global_clipnorm", self.global_clipnorm, "None or a positive number")
+        if self.clipnorm is not None and self.global_clipnorm is not None:
+            _fail("global_clipnorm", self.global_clipnorm,
+                  f"None when clipnorm={self.clipnorm!r} is set (one kind of clipping)")
+        if self.lr_decay is not None and not (
+                isinstance(self.lr_decay, (int, float)) and 0 < self.lr_decay < 1):
+            _fail("lr_decay", self.lr_decay, "None or a factor in (0, 1)")
+        if self.stop_after_decays is not None:
+            _check_int("stop_after_decays", self.stop_after_decays)
+            if self.lr_decay is None:
+                _fail("stop_after_decays", self.stop_after_decays, "None without lr_decay")
+        if self.loss not in LOSSES:
+            _fail("loss", self.loss, f"one of {LOSSES}")
         return self
 
     def replace(self, **changes) -> "TrainConfig":

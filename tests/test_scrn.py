@@ -10,7 +10,7 @@ from conftest import np_sigmoid
 from test_speed import check_fast_equals_reference
 
 import dualrnn
-from dualrnn import evaluate
+from dualrnn import evaluate, presets
 from dualrnn.configs import ModelConfig
 from dualrnn.layers import SCRNCell, fused, registry
 
@@ -240,3 +240,42 @@ def test_old_config_dicts_load_with_the_earlier_cell_rule():
     cfg = ModelConfig.from_dict(old)
     assert cfg.cell is None and cfg.cell_name == "mogrifier" and cfg.tied
     assert cfg.replace(mogrifier_rounds=0).cell_name == "lstm"
+
+
+# ---- SCRN Table 2 baselines: parameter counts from the paper's formulas (sec. 3) ---------------
+
+@pytest.mark.parametrize("hidden,context", presets.SCRN_TABLE2_SIZES)
+def test_scrn_table2_parameter_counts(hidden, context):
+    V = 10_000
+    preset = presets.scrn_table2(hidden, context)
+    model = dualrnn.build_model(preset, V)
+    # eq. (5): input and output embeddings 2 |W| (d_s + d_h); P (d_s x d_h), R (d_h x d_h); the
+    # biases omitted in eq. (2)-(3): d_h (hidden) and |W| (output)
+    expected = 2 * V * (context + hidden) + context * hidden + hidden * hidden + hidden + V
+    assert dualrnn.count_params(model) == expected
+    # the stacked form with an embedding spends |W| (2 d_h + d_s) on input/output embeddings
+    dense = dualrnn.build_model(preset.model.replace(embedding_units=hidden), V)
+    assert dualrnn.count_params(dense) == (V * (2 * hidden + context) + hidden * (hidden + context)
+                                           + context * hidden + hidden * hidden + hidden + V)
+
+
+def test_scrn_table2_training_settings():
+    p = presets.scrn_table2(300, 40)
+    t = p.train
+    assert (t.optimizer, t.learning_rate, t.lr_decay, t.batch_size, t.seq_len) == (
+        "sgd", 0.8, 0.5, 20, 35)
+    assert (t.global_clipnorm, t.clipnorm, t.loss, t.carry_state) == (5.0, None, "sum_steps", True)
+    assert (p.model.alpha, p.model.init_scale, p.model.tied, p.model.output_bias) == (
+        0.95, 0.2, False, True)
+    assert presets.scrn_table2(40, 10).model.init_scale == 0.3
+    smoke = presets.scrn_table2(100, 40, "smoke")
+    assert smoke.model.embedding_units == 0 and smoke.model.context_units == (13,)
+    with pytest.raises(ValueError, match=r"\(hidden, context\)=\(50, 10\)"):
+        presets.scrn_table2(50, 10)
+
+
+def test_scrn_preset_json_round_trip(tmp_path):
+    path = str(tmp_path / "p.json")
+    for p in (presets.scrn_table2(90, 10), presets.scrn_table2(300, 40, "smoke")):
+        presets.save_preset(p, path)
+        assert presets.load_preset(path) == p
