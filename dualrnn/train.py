@@ -20,7 +20,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from dualrnn.configs import TrainConfig
+from dualrnn.configs import ModelConfig, TrainConfig
 from dualrnn.data import batchify
 from dualrnn.evaluate import check_tokens, perplexity
 from dualrnn.files import write_atomic  # noqa: F401  (re-exported: dualrnn.train.write_atomic)
@@ -123,8 +123,6 @@ def _identity(model_config, vocab_size, train_config):
     """What a checkpoint must match to be resumed (``epochs`` left out: a checkpoint may be
     trained on for more epochs, as Hyperband does). Fields added since a checkpoint was written
     take their defaults, so older checkpoints still resume."""
-    from dualrnn.configs import ModelConfig
-
     model = ModelConfig.from_dict(model_config).to_dict()
     train = dataclasses.asdict(TrainConfig(**train_config))
     return json.loads(json.dumps({"model": model, "vocab_size": vocab_size,

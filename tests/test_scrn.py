@@ -210,6 +210,23 @@ def test_a_cell_without_kernel_runs_its_own_math(rng):
     assert not np.allclose(got[0], lstm_kernel, atol=1e-3)    # not the LSTM kernel's result
 
 
+def test_a_registered_cell_without_kernel_runs_in_a_model(monkeypatch, rng):
+    spec = registry.CellSpec("halved", HalvedLSTMCell, prefix="halved",
+                             make_cell=lambda cfg, i, units: HalvedLSTMCell(units))
+    monkeypatch.setitem(registry._BY_NAME, "halved", spec)
+    cfg = ModelConfig(cell="halved", embedding_units=8, recurrent_units=(8,))
+    ids = rng.integers(0, VOCAB, size=(2, 5))
+    fast = dualrnn.build_model(cfg, VOCAB, seed=1)
+    ref = dualrnn.build_model(cfg, VOCAB, seed=1, implementation="reference")
+    lstm = dualrnn.build_model(cfg.replace(cell="lstm"), VOCAB, seed=1)
+    for a, b, c in zip(fast.weights, ref.weights, lstm.weights):
+        b.assign(a)
+        c.assign(a)
+    assert isinstance(fast.recurrent_layers[0].cell, HalvedLSTMCell)
+    np.testing.assert_allclose(numpy(fast(ids)), numpy(ref(ids)), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(numpy(fast(ids)), numpy(lstm(ids)), atol=1e-4)
+
+
 def test_unknown_cell_is_one_clear_error():
     with pytest.raises(ValueError, match=r"cell='gru' .*registered cells \('lstm', "):
         ModelConfig(cell="gru").validate()

@@ -132,6 +132,11 @@ def test_plateau_schedule_halves_when_validation_stalls(monkeypatch):
     assert seen == [0.8, 0.8, 0.8, 0.4, 0.4, 0.2]
     assert [h["lr"] for h in result.history] == seen
     assert result.best_epoch == 6
+    # the decayed rate is the one the optimizer steps with: the same run without a plateau
+    # trains alike for three epochs, then differently
+    steady, _ = tiny_run(monkeypatch, [100.0, 90.0, 80.0, 70.0, 60.0, 50.0], SGD)
+    ppl = [[round(h["train_ppl"], 5) for h in r.history] for r in (result, steady)]
+    assert ppl[0][:3] == ppl[1][:3] and ppl[0][3] != ppl[1][3]
     # stop after the second decay: epoch 5 is the last
     result, seen = tiny_run(monkeypatch, SCRIPT, SGD.replace(stop_after_decays=2))
     assert result.epochs == 5 and seen == [0.8, 0.8, 0.8, 0.4, 0.4]
