@@ -7,6 +7,7 @@ import dataclasses
 ARCHITECTURES = ("ers", "dual")
 DUAL_EMBEDDING = ("raw", "dropped")
 DUAL_INPUT_DROPOUT_ON = ("concat", "embedding")
+SCRN_OUTPUTS = ("both", "hidden")
 
 # Field names of the appendix's regularisers (Dual Tables 3-4) in ModelConfig.
 L2_FIELDS = ("embedding_l2", "recurrent_input_l2", "recurrent_l2", "activation_l2", "dual_l2",
@@ -26,11 +27,27 @@ def _check_int(name, value, minimum=1):
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """One network of the Dual paper: embedding -> recurrent module -> [dual layer] -> tied softmax.
+    """One network: embedding -> recurrent layers -> [dual layer] -> softmax (tied by default).
 
     ``recurrent_units`` has one width per recurrent layer (LSTM: one; dLSTM/mdLSTM: two, eq. 15-18
-    and 22-23); ``mogrifier_rounds > 0`` makes every layer a Mogrifier LSTM (eq. 19-21). Names of
-    the regularisers and dropouts follow appendix Tables 3-4.
+    and 22-23). ``cell`` names the recurrent cell in ``dualrnn.layers.registry`` (``lstm``,
+    ``mogrifier``, ``scrn``); ``None`` (default, and what configs from before 0.3.0 hold) is the
+    earlier rule: ``mogrifier`` when ``mogrifier_rounds > 0`` (Mogrifier LSTM, eq. 19-21), else
+    ``lstm``; ``cell_name`` is the resolved name. Names of the regularisers and dropouts follow
+    the Dual paper's appendix Tables 3-4.
+
+    SCRN (``cell="scrn"``): ``recurrent_units`` are the hidden widths d_h, ``context_units`` the
+    context widths d_s (one per layer), ``alpha`` (fixed, or the initial value of a learned one
+    with ``learn_alpha``); every layer but the last outputs ``[s; h]`` (SCRN eq. 7), the last
+    ``[s; h]`` (``scrn_output="both"``, eq. 8) or ``h`` (``"hidden"``, Table 5's ablation).
+    ``embedding_units=0`` (SCRN, untied only) is the baseline of SCRN sec. 3: no embedding, the
+    first layer's ``x_t A`` and ``x_t B`` are lookups of the token ids in |V|-row tables.
+
+    Output: ``tied=True`` (default) reuses the embedding as the output matrix (an SCRN's context
+    part ``s`` of ``[s; h]`` then has its own matrix ``U``: SCRN sec. 4.4, ``V = E^T``);
+    ``tied=False`` has a separate output matrix; ``output_bias`` adds a bias to the logits.
+    ``init_scale = r > 0`` initialises every weight uniformly in [-r, r] (SCRN Table 1); 0 keeps
+    Keras's initialisers.
     """
 
     architecture: str = "ers"                 # "ers" (eq. 1-3) or "dual" (eq. 4-7)
@@ -55,9 +72,25 @@ class ModelConfig:
     mogrifier_dropout: float = 0.0            # "Mogrifier Drop."
     dual_embedding: str = "raw"               # e_t fed to the dual layer: "raw" or "dropped"
     dual_input_dropout_on: str = "concat"     # what "Dual input Drop." drops: [e, h] or e only
+    cell: str | None = None                   # registry name; None: mogrifier if rounds else lstm
+    context_units: tuple = ()                 # SCRN d_s, one per layer
+    alpha: float = 0.95                       # SCRN eq. (1)
+    learn_alpha: bool = False
+    scrn_output: str = "both"                 # last SCRN layer: [s; h] or h only
+    tied: bool = True                         # output matrix = embedding^T
+    output_bias: bool = False
+    init_scale: float = 0.0                   # > 0: every weight uniform in [-r, r]
 
     def __post_init__(self):
         object.__setattr__(self, "recurrent_units", tuple(self.recurrent_units))
+        object.__setattr__(self, "context_units", tuple(self.context_units))
+
+    @property
+    def cell_name(self) -> str:
+        """The registry name of the cell (``cell``, or the pre-0.3.0 rule when it is None)."""
+        if self.cell is not None:
+            return self.cell
+        return "mogrifier" if self.mogrifier_rounds else "lstm"
 
     @property
     def num_layers(self) -> int:
@@ -65,22 +98,39 @@ class ModelConfig:
 
     @property
     def recurrent(self) -> str:
-        """The paper's name of the recurrent module: lstm, dlstm, mdlstm (or deeper variants)."""
-        prefix = "m" if self.mogrifier_rounds else ""
+        """The paper's name of the recurrent module: lstm, dlstm, mdlstm, scrn, dscrn (or deeper
+        variants)."""
         depth = {1: "", 2: "d"}.get(self.num_layers, f"{self.num_layers}x")
+        if self.cell_name == "scrn":
+            return f"{depth}scrn"
+        prefix = "m" if self.cell_name == "mogrifier" else ""
         return f"{prefix}{depth}lstm" if prefix or depth else "lstm"
 
     @property
+    def context_output_units(self) -> int:
+        """Width of the SCRN context part ``s`` of the last recurrent output (0: none)."""
+        if self.cell_name == "scrn" and self.scrn_output == "both" and self.context_units:
+            return self.context_units[-1]
+        return 0
+
+    @property
     def output_units(self) -> int:
-        """Width of the representation fed to the tied softmax."""
+        """Width of the representation fed to the softmax."""
         if self.architecture == "dual":
             return self.dual_units if self.dual_units is not None else self.embedding_units
+        return self.recurrent_units[-1] + self.context_output_units
+
+    @property
+    def tied_units(self) -> int:
+        """Width of the part of the softmax input that a tied output multiplies by ``E^T``."""
+        if self.architecture == "dual":
+            return self.output_units
         return self.recurrent_units[-1]
 
     def validate(self) -> "ModelConfig":
         if self.architecture not in ARCHITECTURES:
             _fail("architecture", self.architecture, f"one of {ARCHITECTURES}")
-        _check_int("embedding_units", self.embedding_units)
+        _check_int("embedding_units", self.embedding_units, 0)
         if not self.recurrent_units:
             _fail("recurrent_units", self.recurrent_units, "at least one layer width")
         for u in self.recurrent_units:
@@ -108,11 +158,47 @@ class ModelConfig:
         if self.dual_input_dropout_on not in DUAL_INPUT_DROPOUT_ON:
             _fail("dual_input_dropout_on", self.dual_input_dropout_on,
                   f"one of {DUAL_INPUT_DROPOUT_ON}")
-        if self.output_units != self.embedding_units:
+        self._validate_cell()
+        if not isinstance(self.tied, bool):
+            _fail("tied", self.tied, "True or False")
+        if not isinstance(self.output_bias, bool):
+            _fail("output_bias", self.output_bias, "True or False")
+        if not isinstance(self.init_scale, (int, float)) or not self.init_scale >= 0:
+            _fail("init_scale", self.init_scale, "a non-negative number (0: Keras's initialisers)")
+        if self.embedding_units == 0 and (self.cell_name != "scrn" or self.tied
+                                          or self.architecture != "ers"):
+            _fail("embedding_units", 0, "at least 1, except for an untied ERS SCRN "
+                  "(cell='scrn', tied=False: the one-hot baseline of SCRN sec. 3)")
+        if self.tied and self.tied_units != self.embedding_units:
             what = "dual_units" if self.architecture == "dual" else "the last recurrent_units"
-            _fail(what, self.output_units,
-                  f"equal to embedding_units={self.embedding_units} (weight tying, Dual sec. 3.2)")
+            _fail(what, self.tied_units,
+                  f"equal to embedding_units={self.embedding_units} (weight tying, Dual sec. 3.2; "
+                  f"tied=False unties the output)")
         return self
+
+    def _validate_cell(self):
+        from dualrnn.layers import registry
+
+        if self.cell is not None and self.cell not in registry.cell_names():
+            _fail("cell", self.cell, f"None or one of the registered cells {registry.cell_names()}")
+        name = self.cell_name
+        if name != "mogrifier" and self.mogrifier_rounds:
+            _fail("mogrifier_rounds", self.mogrifier_rounds, f"0 with cell={name!r}")
+        if name == "scrn":
+            if len(self.context_units) != self.num_layers:
+                _fail("context_units", self.context_units,
+                      f"one width per recurrent layer ({self.num_layers}) for cell='scrn'")
+            for u in self.context_units:
+                _check_int("context_units", u)
+            if (not isinstance(self.alpha, (int, float)) or isinstance(self.alpha, bool)
+                    or not 0 <= self.alpha <= 1):
+                _fail("alpha", self.alpha, "a number in [0, 1]")
+            if self.learn_alpha and not 0 < self.alpha < 1:
+                _fail("alpha", self.alpha, "a number in (0, 1) with learn_alpha=True")
+            if self.scrn_output not in SCRN_OUTPUTS:
+                _fail("scrn_output", self.scrn_output, f"one of {SCRN_OUTPUTS}")
+        elif self.context_units:
+            _fail("context_units", self.context_units, f"() with cell={name!r} (SCRN only)")
 
     def replace(self, **changes) -> "ModelConfig":
         return dataclasses.replace(self, **changes).validate()
@@ -124,6 +210,7 @@ class ModelConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["recurrent_units"] = list(self.recurrent_units)
+        d["context_units"] = list(self.context_units)
         return d
 
     @classmethod
@@ -143,7 +230,8 @@ class ModelConfig:
         return cls(**d).validate()
 
 
-OPTIMIZERS = ("paper_nadam", "nadam")
+OPTIMIZERS = ("paper_nadam", "nadam", "sgd")
+LOSSES = ("mean", "sum_steps")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +243,17 @@ class TrainConfig:
     window to the next (truncated BPTT over contiguous streams) or start every window from the
     zero state (what a plain, non-stateful Keras ``fit`` over windows does). ``seed`` seeds every
     dropout mask drawn in training (the initial weights are seeded by ``build_model(seed=...)``).
+
+    ``optimizer="sgd"``: plain stochastic gradient descent (the SCRN paper's). ``lr_decay``: the
+    plateau schedule: after every epoch whose validation perplexity is not below the best so far,
+    the learning rate is multiplied by ``lr_decay`` (SCRN Table 1: 0.5; None: constant).
+    ``stop_after_decays = k``: training stops after the epoch of the k-th decay (None: it runs all
+    ``epochs``; either way it stops at ``epochs``). Gradients are clipped per variable
+    (``clipnorm``) or by their global norm (``global_clipnorm``, SCRN: 5), not both. ``loss``:
+    ``"mean"`` (the mean NLL over the window's tokens) or ``"sum_steps"`` (summed over the
+    window's steps, averaged over the batch: ``seq_len`` times the mean, what the SCRN authors'
+    TensorFlow code and the TensorFlow PTB tutorial minimise and what their learning rate refers
+    to).
     """
 
     epochs: int = 100
@@ -167,6 +266,10 @@ class TrainConfig:
     seed: int = 0
     optimizer: str = "paper_nadam"
     carry_state: bool = True
+    global_clipnorm: float | None = None  # gradient clipping by the global norm (SCRN: 5)
+    lr_decay: float | None = None     # plateau schedule: lr *= lr_decay when valid ppl stalls
+    stop_after_decays: int | None = None
+    loss: str = "mean"                # "mean" or "sum_steps" (see above)
 
     def validate(self) -> "TrainConfig":
         _check_int("epochs", self.epochs)
@@ -185,6 +288,21 @@ class TrainConfig:
             _fail("optimizer", self.optimizer, f"one of {OPTIMIZERS}")
         if not isinstance(self.carry_state, bool):
             _fail("carry_state", self.carry_state, "True or False")
+        if self.global_clipnorm is not None and not (
+                isinstance(self.global_clipnorm, (int, float)) and self.global_clipnorm > 0):
+            _fail("global_clipnorm", self.global_clipnorm, "None or a positive number")
+        if self.clipnorm is not None and self.global_clipnorm is not None:
+            _fail("global_clipnorm", self.global_clipnorm,
+                  f"None when clipnorm={self.clipnorm!r} is set (one kind of clipping)")
+        if self.lr_decay is not None and not (
+                isinstance(self.lr_decay, (int, float)) and 0 < self.lr_decay < 1):
+            _fail("lr_decay", self.lr_decay, "None or a factor in (0, 1)")
+        if self.stop_after_decays is not None:
+            _check_int("stop_after_decays", self.stop_after_decays)
+            if self.lr_decay is None:
+                _fail("stop_after_decays", self.stop_after_decays, "None without lr_decay")
+        if self.loss not in LOSSES:
+            _fail("loss", self.loss, f"one of {LOSSES}")
         return self
 
     def replace(self, **changes) -> "TrainConfig":

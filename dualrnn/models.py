@@ -8,13 +8,10 @@ import keras
 from keras import ops
 
 from dualrnn.configs import ModelConfig
-from dualrnn.layers import DualHead, MogrifierLSTMCell, TiedEmbedding, fused
+from dualrnn.layers import DualHead, TiedEmbedding, fused, registry
+from dualrnn.layers.registry import l2 as _l2
 
 IMPLEMENTATIONS = ("fast", "reference")
-
-
-def _l2(value):
-    return keras.regularizers.L2(value) if value else None
 
 
 @contextlib.contextmanager
@@ -33,24 +30,34 @@ def _policy_scope(policy):
 
 @keras.saving.register_keras_serializable(package="dualrnn")
 class LanguageModel(keras.Model):
-    """A word-level language model of the Dual paper; ``model(ids)`` returns logits.
+    """A word-level language model; ``model(ids)`` returns logits.
 
-    ERS (eq. 1-3): ``e = W^ex x``, ``h = REC(e)``, logits ``= h W^ex^T``.
+    ERS (Dual eq. 1-3): ``e = W^ex x``, ``h = REC(e)``, logits ``= h W^ex^T``.
     Dual (eq. 4-7): the same, with ``d = ReLU(W^de e + W^dh h + b^d)`` in place of ``h``.
-    ``REC`` is one ``keras.layers.LSTM`` per entry of ``recurrent_units`` (LSTM eq. 8-14, dLSTM
-    eq. 15-18), or a ``keras.layers.RNN`` of ``MogrifierLSTMCell`` when ``mogrifier_rounds > 0``
-    (mLSTM eq. 21, mdLSTM eq. 22-23). Weights of input and output are tied; no output bias.
+    ``REC`` is one sequence layer per entry of ``recurrent_units``, of the cell that
+    ``ModelConfig.cell_name`` names in ``layers.registry``: ``keras.layers.LSTM`` (LSTM eq. 8-14,
+    dLSTM eq. 15-18), a ``keras.layers.RNN`` of ``MogrifierLSTMCell`` (mLSTM eq. 21, mdLSTM eq.
+    22-23) or of ``SCRNCell`` (SCRN eq. 1-2, stacked per eq. 6-7, ``[s; h]`` fed to the next
+    layer). By default the output is tied to the embedding, without bias (``ModelConfig.tied``,
+    ``output_bias``; a tied SCRN multiplies ``h`` by ``W^ex^T`` and ``s`` by its own ``U``, SCRN
+    eq. 8 with ``V = E^T``). With ``embedding_units=0`` (an untied SCRN) there is no embedding:
+    the first layer's ``x_t A`` and ``x_t B`` are lookups of the ids in two |V|-row tables
+    (``input_a``, ``input_b``), which is what the products are for one-hot ``x_t`` (SCRN sec. 3).
 
-    ``model(ids, initial_states=s, return_states=True)`` starts from the states ``s`` (a flat list
-    ``[h_1, c_1, h_2, c_2, ...]``, one pair per layer) and returns ``(logits, final_states)``:
-    the streaming evaluation and training carry them from window to window.
+    ``model(ids, initial_states=s, return_states=True)`` starts from the states ``s`` (a flat
+    list, each layer's states in its cell's order: ``[h_1, c_1, h_2, c_2, ...]`` for LSTMs,
+    ``[h_1, s_1, ...]`` for SCRNs; ``state_shapes`` gives their shapes) and returns
+    ``(logits, final_states)``: the streaming evaluation and training carry them from window to
+    window.
 
-    ``implementation="fast"`` (default) runs the recurrent layers with ``layers.fused`` (input
-    projection over the whole window, one fused gate product per step) and the dual layer and
-    tied output as single 2-D matrix products over batch x window; ``"reference"`` calls the Keras
-    layers step by step as written above. Both hold the same weights and draw the same dropout
-    masks, so they compute the same function (tested, to float tolerance). ``unroll`` (``None``:
-    the per-backend default ``fused.default_unroll()``) unrolls the fast loop at trace time.
+    ``implementation="fast"`` (default) runs each recurrent layer with the fused kernel that
+    ``layers.registry`` holds for its cell (``layers.fused``: input projection over the whole
+    window, one fused product per step; a cell without a kernel runs its Keras layer) and the
+    dual layer and tied output as single 2-D matrix products over batch x window;
+    ``"reference"`` calls the Keras layers step by step as written above. Both hold the same
+    weights and draw the same dropout masks, so they compute the same function (tested, to float
+    tolerance). ``unroll`` (``None``: the per-backend default ``fused.default_unroll()``) unrolls
+    the fast loop at trace time.
     """
 
     def __init__(self, config, vocab_size, implementation="fast", unroll=None, **kwargs):
@@ -70,9 +77,13 @@ class LanguageModel(keras.Model):
     def _make_layers(self, cfg, vocab_size):
         self.model_config = cfg
         self.vocab_size = vocab_size
-        self.embedding = TiedEmbedding(vocab_size, cfg.embedding_units,
-                                       embeddings_regularizer=_l2(cfg.embedding_l2),
-                                       name="embedding")
+        emb_init = registry.initializer(cfg, "uniform")
+        self.embedding = None
+        if cfg.embedding_units:
+            self.embedding = TiedEmbedding(vocab_size, cfg.embedding_units,
+                                           embeddings_initializer=emb_init,
+                                           embeddings_regularizer=_l2(cfg.embedding_l2),
+                                           name="embedding")
         self.input_drop = keras.layers.Dropout(cfg.input_dropout, name="input_dropout")
         self.recurrent_layers = []
         self.internal_drops = []
@@ -80,20 +91,9 @@ class LanguageModel(keras.Model):
             if i > 0:
                 self.internal_drops.append(
                     keras.layers.Dropout(cfg.internal_dropout, name=f"internal_dropout_{i}"))
-            common = dict(kernel_regularizer=_l2(cfg.recurrent_input_l2),
-                          recurrent_regularizer=_l2(cfg.recurrent_l2),
-                          recurrent_dropout=cfg.recurrent_dropout)
-            if cfg.mogrifier_rounds:
-                cell = MogrifierLSTMCell(units, rounds=cfg.mogrifier_rounds,
-                                         rank=cfg.mogrifier_rank, zigzag=cfg.mogrifier_zigzag,
-                                         mogrifier_dropout=cfg.mogrifier_dropout,
-                                         mogrifier_regularizer=_l2(cfg.mogrifier_l2), **common)
-                layer = keras.layers.RNN(cell, return_sequences=True, return_state=True,
-                                         name=f"mlstm_{i + 1}")
-            else:
-                layer = keras.layers.LSTM(units, return_sequences=True, return_state=True,
-                                          name=f"lstm_{i + 1}", **common)
-            self.recurrent_layers.append(layer)
+            self.recurrent_layers.append(registry.make_layer(cfg, i, units))
+        self.state_counts = [len(registry.state_sizes(layer.cell))
+                             for layer in self.recurrent_layers]
         self.output_drop = keras.layers.Dropout(cfg.output_dropout, name="output_dropout")
         self.dual = None
         if cfg.architecture == "dual":
@@ -104,34 +104,76 @@ class LanguageModel(keras.Model):
                                  kernel_regularizer=_l2(cfg.dual_l2), name="dual")
             self.dual_embedding_drop = keras.layers.Dropout(
                 0.0 if on_concat else cfg.dual_input_dropout, name="dual_embedding_dropout")
+        # Layers new in 0.3.0 come last, so earlier models keep their weights' order.
+        self.input_tables = []
+        if self.embedding is None:     # one-hot input: x_t A and x_t B are lookups (SCRN sec. 3)
+            self.input_tables = [
+                TiedEmbedding(vocab_size, width, embeddings_initializer=emb_init,
+                              embeddings_regularizer=_l2(cfg.recurrent_input_l2), name=name)
+                for width, name in ((cfg.recurrent_units[0], "input_a"),
+                                    (cfg.context_units[0], "input_b"))]
+        out_init = registry.initializer(cfg, "glorot_uniform")
+        self.output_matrix = self.context_output = self.output_bias = None
+        if not cfg.tied:
+            self.output_matrix = keras.layers.Dense(vocab_size, use_bias=False,
+                                                    kernel_initializer=out_init, name="softmax")
+        elif cfg.architecture == "ers" and cfg.context_output_units:
+            self.context_output = keras.layers.Dense(vocab_size, use_bias=False,
+                                                     kernel_initializer=out_init,
+                                                     name="context_softmax")     # U, V = E^T
+        if cfg.output_bias:
+            self.output_bias = self.add_weight(shape=(vocab_size,), name="output_bias",
+                                               initializer=registry.initializer(cfg, "zeros"))
 
     def initial_states(self, batch_size):
-        """Zero states ``[h_1, c_1, ...]`` for ``batch_size`` streams."""
-        return [ops.zeros((batch_size, u)) for u in self.model_config.recurrent_units
-                for _ in range(2)]
+        """Zero states for ``batch_size`` streams, in ``state_shapes`` order."""
+        return [ops.zeros(s) for s in self.state_shapes(batch_size)]
 
     def state_shapes(self, batch_size):
-        return [(batch_size, u) for u in self.model_config.recurrent_units for _ in range(2)]
+        """The shapes of the flat state list: each layer's states, in its cell's order."""
+        return [(batch_size, n) for layer in self.recurrent_layers
+                for n in registry.state_sizes(layer.cell)]
+
+    def _logits(self, r, flat):
+        cfg = self.model_config
+        if self.output_matrix is not None:
+            logits = self.output_matrix(r)
+        elif self.context_output is not None:                            # SCRN eq. (8), V = E^T
+            c = cfg.context_output_units
+            logits = (self.embedding(r[..., c:], reverse=True, flat=flat)
+                      + ops.cast(self.context_output(r[..., :c]), r.dtype))
+        else:
+            logits = self.embedding(r, reverse=True, flat=flat)          # eq. (3)/(7)
+        if self.output_bias is not None:
+            logits = logits + ops.cast(self.output_bias, logits.dtype)
+        return logits
 
     def call(self, ids, initial_states=None, return_states=False, training=False):
         cfg = self.model_config
         fast = self.implementation == "fast"
         unroll = fused.default_unroll() if self.unroll is None else self.unroll
-        e = self.embedding(ids)                                          # eq. (1)/(4)
+        if self.embedding is not None:
+            e = self.embedding(ids)                                      # eq. (1)/(4)
+        else:
+            e = ops.concatenate([t(ids) for t in self.input_tables], axis=-1)
         x = self.input_drop(e, training=training)
         final = []
+        start = 0
         for i, layer in enumerate(self.recurrent_layers):                # eq. (2)/(5)
             if i > 0:
                 x = self.internal_drops[i - 1](x, training=training)
-            init = None if initial_states is None else list(initial_states[2 * i:2 * i + 2])
+            n = self.state_counts[i]
+            init = (None if initial_states is None
+                    else list(initial_states[start:start + n]))
+            start += n
             if fast:
                 if not layer.built:
                     layer.build(tuple(x.shape))
-                x, h_last, c_last = fused.run_sequence(layer.cell, x, init, training=training,
-                                                       unroll=unroll)
+                x, *states = fused.run_sequence(layer.cell, x, init, training=training,
+                                                unroll=unroll)
             else:
-                x, h_last, c_last = layer(x, initial_state=init, training=training)
-            final += [h_last, c_last]
+                x, *states = layer(x, initial_state=init, training=training)
+            final += states
             if cfg.activation_l2:  # "Activation L2reg": on each recurrent layer's output sequence
                 self.add_loss(cfg.activation_l2 * ops.sum(ops.square(ops.cast(x, "float32")))
                               / ops.cast(ops.shape(x)[0], "float32"))
@@ -140,7 +182,7 @@ class LanguageModel(keras.Model):
             skip = e if cfg.dual_embedding == "raw" else self.input_drop(e, training=training)
             skip = self.dual_embedding_drop(skip, training=training)
             r = self.dual([skip, r], training=training, flat=fast)
-        logits = self.embedding(r, reverse=True, flat=fast)              # eq. (3)/(7)
+        logits = self._logits(r, flat=fast)
         return (logits, final) if return_states else logits
 
     def build(self, input_shape=None):
@@ -182,6 +224,7 @@ def build_model(config, vocab_size: int, seed: int | None = None, implementation
 
 
 def count_params(model) -> int:
-    """Number of trainable parameters (what the Dual paper's Table 1 counts)."""
+    """Number of trainable parameters (what the Dual paper's Table 1 counts; an SCRN's learned
+    alpha counts too)."""
     return int(sum(int(ops.prod(ops.array(w.shape))) if w.shape else 1
                    for w in model.trainable_weights))

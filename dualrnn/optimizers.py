@@ -1,4 +1,5 @@
-"""Optimizers of the papers: the Nadam the Dual paper trained with, and the choice between them.
+"""Optimizers of the papers: the Nadam the Dual paper trained with, SGD (the SCRN paper's), and
+the choice between them (``make_optimizer``; the SCRN plateau schedule is ``train.train``'s).
 
 The Dual paper (Dec 2021, sec. 3.2) trained with "the Nadam optimizer" of the Keras of its time,
 ``tf.keras.optimizers.Nadam`` of TensorFlow 2.x's optimizer_v2, whose momentum schedule is
@@ -17,7 +18,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from dualrnn.configs import OPTIMIZERS
+NADAMS = ("paper_nadam", "nadam")          # the Nadam kinds of configs.OPTIMIZERS
 
 
 @keras.saving.register_keras_serializable(package="dualrnn")
@@ -82,13 +83,18 @@ def nadam(kind="paper_nadam", learning_rate=0.001, beta_1=0.9, clipnorm=None, **
     """The Nadam of ``kind``: ``"paper_nadam"`` (``PaperNadam``, the Dual paper's tf.keras 2
     schedule; the default everywhere) or ``"nadam"`` (Keras 3's ``keras.optimizers.Nadam``).
     ``clipnorm`` is Keras's per-variable gradient-norm clipping (None or 0: none)."""
-    if kind not in OPTIMIZERS:
-        raise ValueError(f"optimizer={kind!r} is not one of {OPTIMIZERS}")
+    if kind not in NADAMS:
+        raise ValueError(f"optimizer={kind!r} is not one of {NADAMS}")
     cls = PaperNadam if kind == "paper_nadam" else keras.optimizers.Nadam
     return cls(learning_rate=learning_rate, beta_1=beta_1, clipnorm=clipnorm or None, **kwargs)
 
 
 def make_optimizer(config):
-    """The training optimizer of a ``TrainConfig``."""
+    """The training optimizer of a ``TrainConfig``: ``optimizer`` (``"sgd"``: plain SGD, no
+    momentum), ``learning_rate``, ``beta_1`` (Nadams), ``clipnorm`` or ``global_clipnorm``."""
+    clip = dict(global_clipnorm=config.global_clipnorm or None)
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=config.learning_rate,
+                                    clipnorm=config.clipnorm or None, **clip)
     return nadam(config.optimizer, learning_rate=config.learning_rate, beta_1=config.beta_1,
-                 clipnorm=config.clipnorm)
+                 clipnorm=config.clipnorm, **clip)

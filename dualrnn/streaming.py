@@ -13,6 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from dualrnn.configs import LOSSES
 from dualrnn.data import windows
 
 
@@ -73,13 +74,20 @@ class StreamingLM(keras.Model):
 
     ``regularize=False`` leaves the L2 and activation penalties out of the loss and
     ``dropout=False`` runs the base model in inference mode even in a training step (dynamic
-    evaluation trains on the pure log-likelihood, with dropout off).
+    evaluation trains on the pure log-likelihood, with dropout off). ``loss="mean"`` minimises the
+    mean NLL over the window's tokens, ``"sum_steps"`` its sum over the window's steps averaged
+    over the streams (``TrainConfig.loss``). The carried states have the shapes
+    ``base.state_shapes(batch_size)`` (each cell's own).
     """
 
-    def __init__(self, base, batch_size, temperature=1.0, regularize=True, dropout=True, **kw):
+    def __init__(self, base, batch_size, temperature=1.0, regularize=True, dropout=True,
+                 loss="mean", **kw):
         super().__init__(**kw)
         if not temperature > 0:
             raise ValueError(f"temperature={temperature!r} must be positive")
+        if loss not in LOSSES:
+            raise ValueError(f"loss={loss!r} is not one of {LOSSES}")
+        self.loss_kind = loss
         self.base = base
         self.batch_size = batch_size
         self.temperature = float(temperature)
@@ -109,7 +117,7 @@ class StreamingLM(keras.Model):
         nll = keras.losses.sparse_categorical_crossentropy(y, ops.cast(y_pred, "float32"),
                                                            from_logits=True)
         self._step_nll = (y_pred, y, nll)
-        loss = ops.mean(nll)
+        loss = ops.mean(nll) if self.loss_kind == "mean" else ops.mean(ops.sum(nll, axis=-1))
         if self.regularize and self.losses:
             loss = loss + ops.sum([ops.cast(v, "float32") for v in self.losses])
         return loss

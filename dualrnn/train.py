@@ -20,7 +20,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from dualrnn.configs import TrainConfig
+from dualrnn.configs import ModelConfig, TrainConfig
 from dualrnn.data import batchify
 from dualrnn.evaluate import check_tokens, perplexity
 from dualrnn.files import write_atomic  # noqa: F401  (re-exported: dualrnn.train.write_atomic)
@@ -59,8 +59,9 @@ class _Checkpointer(keras.callbacks.Callback):
     """Validates after each epoch, keeps the best weights, writes the checkpoint atomically."""
 
     def __init__(self, base, stream, valid, eval_batch_size, eval_seq_len, path, state, best,
-                 verbose):
+                 verbose, schedule=None):
         super().__init__()
+        self.schedule = schedule
         self.base, self.stream, self.valid = base, stream, valid
         self.eval_batch_size, self.eval_seq_len = eval_batch_size, eval_seq_len
         self.path, self.state, self.best, self.verbose = path, state, best, verbose
@@ -78,6 +79,9 @@ class _Checkpointer(keras.callbacks.Callback):
         row = {"epoch": epoch + 1, "train_loss": loss, "train_ppl": math.exp(nll),
                "valid_ppl": valid, "seconds": seconds}
         st = self.state
+        if self.schedule is not None:
+            row["lr"] = st["lr"]                   # the rate this epoch trained with
+            self.schedule.after_epoch(st, valid, self.stream)
         st["history"].append(row)
         st["epoch"] = epoch + 1
         st["wall_time"] += seconds
@@ -90,6 +94,41 @@ class _Checkpointer(keras.callbacks.Callback):
             print(f"epoch {epoch + 1}: train ppl {row['train_ppl']:.2f}, valid ppl {valid:.2f} "
                   f"(best {st['best_valid_ppl']:.2f} @ {st['best_epoch']}), {seconds:.0f}s",
                   flush=True)
+
+
+class PlateauSchedule:
+    """The SCRN paper's schedule (Table 1): after an epoch whose validation perplexity is not
+    below the best so far, the learning rate is multiplied by ``factor``; after the
+    ``stop_after``-th decay training stops (None: never early). Its state (``lr``,
+    ``lr_decays``) lives in the training state and so in the checkpoint: a resumed run goes on
+    with the same rate."""
+
+    def __init__(self, factor, stop_after=None):
+        self.factor, self.stop_after = factor, stop_after
+
+    def after_epoch(self, state, valid_ppl, stream):
+        """Apply the rule for one epoch (before ``state`` takes in its validation result)."""
+        if valid_ppl >= state["best_valid_ppl"]:
+            state["lr"] *= self.factor
+            state["lr_decays"] += 1
+            stream.optimizer.learning_rate = state["lr"]
+        if self.finished(state):
+            stream.stop_training = True
+
+    def finished(self, state):
+        return self.stop_after is not None and state["lr_decays"] >= self.stop_after
+
+
+def _identity(model_config, vocab_size, train_config):
+    """What a checkpoint must match to be resumed (``epochs`` left out: a checkpoint may be
+    trained on for more epochs, as Hyperband does). Fields added since a checkpoint was written
+    take their defaults, so older checkpoints still resume."""
+    model = ModelConfig.from_dict(model_config).to_dict()
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    train = dataclasses.asdict(TrainConfig(**{k: v for k, v in train_config.items()
+                                              if k in names}))
+    return json.loads(json.dumps({"model": model, "vocab_size": vocab_size,
+                                  "train": {k: v for k, v in train.items() if k != "epochs"}}))
 
 
 def save_checkpoint(path, stream, state, best):
@@ -127,36 +166,14 @@ def load_checkpoint(path, stream):
     return state, best
 
 
-def _filled(d, dataclass_obj):
-    """``d`` over the fields of ``dataclass_obj``'s class, absent ones at their defaults (a field
-    added after a checkpoint was written defaults to the behaviour the checkpoint was made with)."""
-    out = {}
-    for f in dataclasses.fields(dataclass_obj):
-        if f.name == "epochs":
-            continue
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = None
-        out[f.name] = d.get(f.name, default)
-    return json.loads(json.dumps(out, default=list))
-
-
-def same_identity(saved, current, model_config, train_config):
-    """Whether a checkpoint's identity (model and training configuration) is this run's."""
-    return (saved.get("vocab_size") == current["vocab_size"]
-            and _filled(saved["model"], model_config) == _filled(current["model"], model_config)
-            and _filled(saved["train"], train_config) == _filled(current["train"], train_config))
-
-
 def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_size=None,
           eval_seq_len=None, checkpoint_dir=None, callbacks=(), verbose=1) -> TrainResult:
     """Train ``model`` in place; at the end it holds the weights of its best validation epoch.
 
-    ``config`` gives epochs, batch size, window, the optimizer (``PaperNadam`` by default) with
-    its learning rate and ``beta_1``, optional per-variable gradient clipping, the training-split
+    ``config`` gives epochs, batch size, window, the optimizer (``PaperNadam`` by default; or
+    SGD) with its learning rate and ``beta_1``, the plateau schedule (``lr_decay``,
+    ``stop_after_decays``: ``PlateauSchedule``), the loss normalisation, optional per-variable or
+    global gradient clipping, the training-split
     truncation, whether the state is carried between windows (``carry_state``) and the seed of
     the dropout masks (``seed``: a fresh run seeds every dropout generator from it). Validation perplexity uses
     ``eval_batch_size``/``eval_seq_len`` (default: the training ones). With ``checkpoint_dir`` a
@@ -176,23 +193,23 @@ def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_siz
     eval_batch_size = eval_batch_size or config.batch_size
     eval_seq_len = eval_seq_len or config.seq_len
 
-    stream = StreamingLM(model, config.batch_size)
+    stream = StreamingLM(model, config.batch_size, loss=config.loss)
     stream.compile(optimizer=make_optimizer(config), metrics=[TokenNLL()],
                    jit_compile=jit_compile_default())
     stream.optimizer.build(stream.trainable_variables)
 
-    # ``epochs`` is left out: a checkpoint may be trained on for more epochs (Hyperband does).
-    identity = {"model": model.model_config.to_dict(), "vocab_size": model.vocab_size,
-                "train": {k: v for k, v in dataclasses.asdict(config).items() if k != "epochs"}}
+    identity = _identity(model.model_config.to_dict(), model.vocab_size,
+                         dataclasses.asdict(config))
     state = {"epoch": 0, "best_valid_ppl": math.inf, "best_epoch": 0, "history": [],
-             "wall_time": 0.0, "identity": identity}
+             "wall_time": 0.0, "identity": identity, "lr": config.learning_rate, "lr_decays": 0}
     seed_dropout(model, config.seed)
     best = _to_numpy(model.trainable_variables)
     path = os.path.join(checkpoint_dir, CHECKPOINT) if checkpoint_dir else None
     resumed_from = 0
     if path and os.path.exists(path):
         saved, saved_best = load_checkpoint(path, stream)
-        if not same_identity(saved["identity"], identity, model.model_config, config):
+        old = saved["identity"]
+        if identity != _identity(old["model"], old["vocab_size"], old["train"]):
             raise ValueError(f"checkpoint {path} was written for another model or training "
                              f"configuration; use another checkpoint_dir or delete it")
         state, best = saved, saved_best
@@ -200,9 +217,14 @@ def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_siz
         if verbose:
             print(f"resuming from {path} after epoch {resumed_from}", flush=True)
 
-    if state["epoch"] < config.epochs:
+    state.setdefault("lr", config.learning_rate)      # checkpoints from before 0.3.0
+    state.setdefault("lr_decays", 0)
+    stream.optimizer.learning_rate = state["lr"]
+    schedule = (PlateauSchedule(config.lr_decay, config.stop_after_decays)
+                if config.lr_decay is not None else None)
+    if state["epoch"] < config.epochs and not (schedule and schedule.finished(state)):
         checkpointer = _Checkpointer(model, stream, valid_tokens, eval_batch_size, eval_seq_len,
-                                     path, state, best, verbose)
+                                     path, state, best, verbose, schedule)
         stream.fit(WindowSequence(streams, config.seq_len, reset_every=not config.carry_state),
                    epochs=config.epochs,
                    initial_epoch=state["epoch"], shuffle=False,

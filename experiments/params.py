@@ -1,4 +1,5 @@
-"""Parameter counts of the Dual paper's Table 1 models, beside the paper's rounded figures.
+"""Parameter counts of the Dual paper's Table 1 models, beside the paper's rounded figures, and
+of the SCRN paper's Table 2 baselines, beside its sec. 3 formulas (printed only).
 
     python experiments/params.py [--out results/params.csv]
 """
@@ -47,7 +48,30 @@ def main(argv=None):
                              mogrifier_rank=cfg.mogrifier_rank, **prov))
             print(f"{dataset:<11} {name:<12} {n:>12,}  {pm:>6.2f}M")
     write_csv(args.out, rows, COLUMNS)
-    return 0 if all(r["matches_paper"] for r in rows) else 1
+    scrn_ok = print_scrn_counts()
+    return 0 if scrn_ok and all(r["matches_paper"] for r in rows) else 1
+
+
+def scrn_formula(vocab, hidden, context):
+    """SCRN sec. 3: eq. (5)'s 2 |W| (d_s + d_h) for A, B, U, V; P and R; the biases that eq. (2)
+    and (3) omit (d_h and |W|)."""
+    return 2 * vocab * (context + hidden) + context * hidden + hidden * hidden + hidden + vocab
+
+
+def print_scrn_counts():
+    import dualrnn
+    from dualrnn import data, presets
+
+    vocab = data.load_corpus("ptb", "paper").vocab_size
+    print(f"\nSCRN Table 2 baselines (PTB, one-hot input, untied softmax with bias)\n"
+          f"{'d_h':>5} {'d_s':>5} {'params':>12}  {'sec. 3':>12}")
+    ok = True
+    for hidden, context in presets.SCRN_TABLE2_SIZES:
+        model = dualrnn.build_model(presets.scrn_table2(hidden, context), vocab)
+        n, f = dualrnn.count_params(model), scrn_formula(vocab, hidden, context)
+        ok = ok and n == f
+        print(f"{hidden:>5} {context:>5} {n:>12,}  {f:>12,}")
+    return ok
 
 
 if __name__ == "__main__":

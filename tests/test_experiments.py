@@ -88,6 +88,7 @@ def test_params_script(tmp_path):
     table = rows(out)
     assert len(table) == 12 and all(t["matches_paper"] == "True" for t in table)
     assert "22,879,450" in r.stdout and "38,954,650" in r.stdout
+    assert "SCRN Table 2" in r.stdout and "1,012,040" in r.stdout     # (d_h, d_s) = (40, 10)
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import pytest
 
 import dualrnn
 from dualrnn import presets
-from dualrnn.layers import MogrifierLSTMCell, fused
+from dualrnn.layers import MogrifierLSTMCell, SCRNCell, fused, registry
 from dualrnn.streaming import StreamingLM, jit_compile_default
 
 pytestmark = pytest.mark.jax
@@ -41,6 +41,12 @@ def test_fast_equals_reference_logits_and_gradients(name, dropout, rng):
     cfg = cfg.replace(embedding_units=8, recurrent_units=tuple(
         8 if u == cfg.recurrent_units[-1] else 6 for u in cfg.recurrent_units),
         mogrifier_rank=min(cfg.mogrifier_rank, 3), activation_l2=1e-3 if dropout else 0.0)
+    check_fast_equals_reference(cfg, rng)
+
+
+def check_fast_equals_reference(cfg, rng):
+    """Logits (inference and training) and one SGD step's gradients of the fast and the reference
+    implementation of ``cfg`` agree (same weights, same dropout masks)."""
     ref, fast = pair(cfg)
     ids = rng.integers(0, VOCAB, size=(3, 6))
     targets = rng.integers(0, VOCAB, size=(3, 6))
@@ -87,12 +93,15 @@ def rnn_pair(make_cell, x, initial_state=None, training=True, unroll=False):
     lambda: MogrifierLSTMCell(5, rounds=5, rank=0, zigzag=False, mogrifier_dropout=0.2,
                               dropout=0.2, recurrent_dropout=0.3, seed=3),
     lambda: MogrifierLSTMCell(5, rounds=3, rank=2, mogrifier_dropout=0.2, seed=3),
+    lambda: SCRNCell(5, 3, alpha=0.9, dropout=0.3, recurrent_dropout=0.4, seed=3),
+    lambda: SCRNCell(5, 2, learn_alpha=True, output="hidden", recurrent_dropout=0.4, seed=3),
 ], ids=["lstm_both_dropouts", "lstm_input_dropout", "lstm_relu", "mog_nozigzag_full_rank",
-        "mog_low_rank"])
+        "mog_low_rank", "scrn_both_dropouts", "scrn_hidden_learned_alpha"])
 @pytest.mark.parametrize("unroll", [False, True], ids=["loop", "unrolled"])
 def test_run_sequence_equals_keras_rnn(make_cell, unroll, rng):
     x = rng.normal(size=(3, 7, 4)).astype("float32")
-    state = [rng.normal(size=(3, 5)).astype("float32") for _ in range(2)]
+    state = [rng.normal(size=(3, n)).astype("float32")
+             for n in registry.state_sizes(make_cell())]
     ref, got = rnn_pair(make_cell, x, state, unroll=unroll)
     for a, b in zip(ref, got):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)

@@ -1,4 +1,5 @@
 import collections
+import json
 import os
 
 import keras
@@ -81,5 +82,139 @@ def test_checkpoint_of_another_model_is_refused(ptb, tmp_path):
                                            (dict(clipnorm=0.0), "clipnorm=0.0"),
                                            (dict(seq_len=0), "seq_len=0")])
 def test_bad_train_config(changes, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**changes).validate()
+
+
+# ---- SCRN training options: SGD with the plateau schedule, global clipping, summed loss ---------
+
+TINY = dualrnn.configs.ModelConfig(embedding_units=8, recurrent_units=(8,))
+
+
+class Script:
+    """Stands in for the validation perplexity: the scripted values, in epoch order."""
+
+    def __init__(self, values):
+        self.values = list(values)
+
+    def __call__(self, *args, **kwargs):
+        return self.values.pop(0)
+
+
+class LearningRates(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.seen.append(round(float(keras.ops.convert_to_numpy(
+            self.model.optimizer.learning_rate)), 6))
+
+
+def tiny_run(monkeypatch, script, tc, **kw):
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 20, size=400).astype("int32")
+    monkeypatch.setattr(train, "perplexity", Script(script))
+    model = dualrnn.build_model(TINY, 20, seed=0)
+    lrs = LearningRates()
+    result = train.train(model, tokens, tokens[:100], tc, callbacks=[lrs, *kw.pop("callbacks", [])],
+                         verbose=0, **kw)
+    return result, lrs.seen
+
+
+SCRIPT = [100.0, 90.0, 95.0, 89.0, 89.0, 80.0]          # no improvement after epochs 3 and 5
+SGD = TrainConfig(epochs=6, batch_size=4, seq_len=10, optimizer="sgd", learning_rate=0.8,
+                  lr_decay=0.5, global_clipnorm=5.0)
+
+
+def test_plateau_schedule_halves_when_validation_stalls(monkeypatch):
+    result, seen = tiny_run(monkeypatch, SCRIPT, SGD)
+    assert seen == [0.8, 0.8, 0.8, 0.4, 0.4, 0.2]
+    assert [h["lr"] for h in result.history] == seen
+    assert result.best_epoch == 6
+    # the decayed rate is the one the optimizer steps with: the same run without a plateau
+    # trains alike for three epochs, then differently
+    steady, _ = tiny_run(monkeypatch, [100.0, 90.0, 80.0, 70.0, 60.0, 50.0], SGD)
+    ppl = [[round(h["train_ppl"], 5) for h in r.history] for r in (result, steady)]
+    assert ppl[0][:3] == ppl[1][:3] and ppl[0][3] != ppl[1][3]
+    # stop after the second decay: epoch 5 is the last
+    result, seen = tiny_run(monkeypatch, SCRIPT, SGD.replace(stop_after_decays=2))
+    assert result.epochs == 5 and seen == [0.8, 0.8, 0.8, 0.4, 0.4]
+
+
+def test_plateau_schedule_resumes_exactly(monkeypatch, tmp_path):
+    straight, _ = tiny_run(monkeypatch, SCRIPT, SGD)
+
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 4:
+                raise KeyboardInterrupt("after the first decay's checkpoint")
+
+    with pytest.raises(KeyboardInterrupt):
+        tiny_run(monkeypatch, SCRIPT, SGD, checkpoint_dir=str(tmp_path), callbacks=[Stop()])
+    resumed, seen = tiny_run(monkeypatch, SCRIPT[4:], SGD, checkpoint_dir=str(tmp_path))
+    assert resumed.resumed_from == 4 and seen == [0.4, 0.2]
+    assert [h["lr"] for h in resumed.history] == [h["lr"] for h in straight.history]
+    assert [round(h["train_ppl"], 4) for h in resumed.history] == [
+        round(h["train_ppl"], 4) for h in straight.history]
+
+
+def test_checkpoints_from_before_the_new_fields_resume(monkeypatch, tmp_path):
+    tc = TrainConfig(epochs=1, batch_size=4, seq_len=10)
+    tiny_run(monkeypatch, [50.0], tc, checkpoint_dir=str(tmp_path))
+    path = os.path.join(tmp_path, train.CHECKPOINT)
+    with np.load(path) as z:
+        arrays = dict(z)
+    state = json.loads(str(arrays["state"]))
+    for k in ("cell", "context_units", "alpha", "learn_alpha", "scrn_output", "tied",
+              "output_bias", "init_scale"):
+        del state["identity"]["model"][k]
+    for k in ("global_clipnorm", "lr_decay", "stop_after_decays", "loss"):
+        del state["identity"]["train"][k]
+    del state["lr"], state["lr_decays"]
+    arrays["state"] = np.array(json.dumps(state))
+    np.savez(path, **arrays)
+    result, _ = tiny_run(monkeypatch, [40.0], tc.replace(epochs=2), checkpoint_dir=str(tmp_path))
+    assert result.resumed_from == 1 and result.epochs == 2
+
+
+def test_summed_loss_gives_seq_len_times_the_gradients(rng):
+    from dualrnn.streaming import StreamingLM, jit_compile_default
+
+    ids = rng.integers(0, 20, size=(3, 7))
+    targets = rng.integers(0, 20, size=(3, 7))
+    deltas, losses = [], []
+    for loss in ("mean", "sum_steps"):
+        model = dualrnn.build_model(TINY, 20, seed=4)
+        before = [keras.ops.convert_to_numpy(v) for v in model.trainable_weights]
+        stream = StreamingLM(model, 3, loss=loss)
+        stream.compile(optimizer=keras.optimizers.SGD(1.0), jit_compile=jit_compile_default())
+        losses.append(float(stream.train_on_batch((ids, np.ones((3,), "float32")), targets)))
+        deltas.append([b - keras.ops.convert_to_numpy(v)
+                       for b, v in zip(before, model.trainable_weights)])
+    assert np.isclose(losses[1], 7 * losses[0], rtol=1e-5)
+    for mean, summed in zip(*deltas):
+        np.testing.assert_allclose(summed, 7 * mean, rtol=1e-3, atol=1e-6)
+
+
+def test_make_optimizer_kinds():
+    from dualrnn.optimizers import PaperNadam, make_optimizer
+
+    sgd = make_optimizer(SGD)
+    assert type(sgd) is keras.optimizers.SGD and sgd.global_clipnorm == 5.0
+    assert sgd.clipnorm is None and float(sgd.momentum) == 0.0
+    nadam = make_optimizer(TrainConfig(clipnorm=0.25))
+    assert type(nadam) is PaperNadam and nadam.clipnorm == 0.25 and nadam.global_clipnorm is None
+
+
+@pytest.mark.parametrize("changes,match", [
+    (dict(optimizer="adam"), "optimizer='adam'"),
+    (dict(clipnorm=1.0, global_clipnorm=5.0), "global_clipnorm=5.0 .*clipnorm=1.0"),
+    (dict(global_clipnorm=-1.0), "global_clipnorm=-1.0"),
+    (dict(lr_decay=1.5), r"lr_decay=1\.5 .*\(0, 1\)"),
+    (dict(stop_after_decays=3), "stop_after_decays=3 .*without lr_decay"),
+    (dict(loss="sum"), "loss='sum' .*sum_steps"),
+])
+def test_bad_scrn_train_config(changes, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**changes).validate()

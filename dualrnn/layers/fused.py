@@ -1,9 +1,11 @@
-"""Fast sequence kernels for the LSTM and Mogrifier LSTM cells (``keras.ops`` only).
+"""Fast sequence kernels for the LSTM, Mogrifier LSTM and SCRN cells (``keras.ops`` only).
 
 ``run_sequence(cell, x, initial_state, training)`` computes exactly what
 ``keras.layers.RNN(cell, return_sequences=True, return_state=True)(x, initial_state, training)``
-computes for a ``keras.layers.LSTMCell`` or a ``MogrifierLSTMCell`` (same weights, same dropout
-masks drawn from the cell's seed generator in the same order), but organised for speed:
+computes for a ``keras.layers.LSTMCell``, a ``MogrifierLSTMCell`` or an ``SCRNCell`` (same weights,
+same dropout masks drawn from the cell's seed generator in the same order), but organised for
+speed. The kernel is the one ``layers.registry`` holds for exactly the cell's class (any other
+cell, a subclass included, runs its own math through ``keras.layers.RNN``):
 
 * the input projection ``x_t W + b`` of a plain LSTM does not depend on the recurrence, so it is
   one large matrix product over the whole window (batch x window rows) before the loop;
@@ -83,7 +85,27 @@ def _join_gates(z4):
 
 
 def run_sequence(cell, x, initial_state=None, training=False, unroll=False):
-    """``(outputs (B, T, H), h_T, c_T)`` of ``cell`` over ``x`` (B, T, D); see the module doc."""
+    """``(outputs (B, T, H), *final_states)`` of ``cell`` over ``x`` (B, T, D): the fused kernel
+    registered for exactly ``type(cell)`` (``layers.registry``), else the cell's own reference math
+    through ``keras.layers.RNN`` (a cell is never run by another cell's kernel)."""
+    from dualrnn.layers import registry
+
+    kernel = registry.kernel_of(cell)
+    if kernel is None:
+        return reference_sequence(cell, x, initial_state, training)
+    return kernel(cell, x, initial_state, training=training, unroll=unroll)
+
+
+def reference_sequence(cell, x, initial_state=None, training=False):
+    """What ``keras.layers.RNN(cell, return_sequences=True, return_state=True)`` returns."""
+    import keras
+
+    layer = keras.layers.RNN(cell, return_sequences=True, return_state=True)
+    return tuple(layer(x, initial_state=initial_state, training=training))
+
+
+def _lstm_inputs(cell, x, initial_state, training):
+    """What both LSTM kernels share: time-major inputs, states, masks and the LSTM weights."""
     dtype = cell.compute_dtype
     x = ops.cast(x, dtype)
     batch = ops.shape(x)[0]
@@ -99,24 +121,91 @@ def run_sequence(cell, x, initial_state=None, training=False, unroll=False):
     recurrent = ops.cast(ops.convert_to_tensor(cell.recurrent_kernel), dtype)
     bias = ops.cast(ops.convert_to_tensor(cell.bias), dtype) if cell.use_bias else None
     xs = ops.transpose(x, (1, 0, 2))                                   # time-major (T, B, D)
-    if getattr(cell, "rounds", 0):
-        weights = [([ops.cast(m, dtype) for m in mats], ops.cast(b, dtype))
-                   for mats, b in cell.mogrifier_weights]
-        if HANDWRITTEN_BACKWARD and cell.zigzag and _standard_activations(cell) and not unroll:
-            ys, h, c = mogrifier_recurrence(
-                xs, h0, c0, ops.concatenate([kernel, recurrent], axis=0),
-                bias if bias is not None else ops.zeros((4 * cell.units,), dtype), weights,
-                _as_list4(dp) if use_dp else None, _as_list4(rdp) if use_rdp else None,
-                mog_x if mog_drop else None, mog_h if mog_drop else None)
-        else:
-            step, seqs = _mogrifier_step(cell, xs, kernel, recurrent, bias, weights,
-                                         dp if use_dp else None, rdp if use_rdp else None,
-                                         (mog_x, mog_h) if mog_drop else None)
-            (h, c), ys = _scan(step, (h0, c0), seqs, unroll)
-    else:
-        ys, h, c = _lstm_sequence(cell, xs, h0, c0, kernel, recurrent, bias,
-                                  dp if use_dp else None, rdp if use_rdp else None, unroll)
+    return (xs, h0, c0, kernel, recurrent, bias, dp if use_dp else None,
+            rdp if use_rdp else None, (mog_x, mog_h) if mog_drop else None)
+
+
+def lstm_sequence(cell, x, initial_state=None, training=False, unroll=False):
+    """The fused kernel of ``keras.layers.LSTMCell``: ``(outputs, h_T, c_T)``."""
+    xs, h0, c0, kernel, recurrent, bias, dp, rdp, _ = _lstm_inputs(cell, x, initial_state,
+                                                                   training)
+    ys, h, c = _lstm_sequence(cell, xs, h0, c0, kernel, recurrent, bias, dp, rdp, unroll)
     return ops.transpose(ys, (1, 0, 2)), h, c
+
+
+def mogrifier_sequence(cell, x, initial_state=None, training=False, unroll=False):
+    """The fused kernel of ``MogrifierLSTMCell``: ``(outputs, h_T, c_T)`` (``rounds=0``: the
+    LSTM's, which is the same math)."""
+    xs, h0, c0, kernel, recurrent, bias, dp, rdp, mog = _lstm_inputs(cell, x, initial_state,
+                                                                     training)
+    if not cell.rounds:
+        ys, h, c = _lstm_sequence(cell, xs, h0, c0, kernel, recurrent, bias, dp, rdp, unroll)
+        return ops.transpose(ys, (1, 0, 2)), h, c
+    dtype = cell.compute_dtype
+    weights = [([ops.cast(m, dtype) for m in mats], ops.cast(b, dtype))
+               for mats, b in cell.mogrifier_weights]
+    if HANDWRITTEN_BACKWARD and cell.zigzag and _standard_activations(cell) and not unroll:
+        ys, h, c = mogrifier_recurrence(
+            xs, h0, c0, ops.concatenate([kernel, recurrent], axis=0),
+            bias if bias is not None else ops.zeros((4 * cell.units,), dtype), weights,
+            _as_list4(dp) if dp is not None else None, _as_list4(rdp) if rdp is not None else None,
+            mog[0] if mog else None, mog[1] if mog else None)
+    else:
+        step, seqs = _mogrifier_step(cell, xs, kernel, recurrent, bias, weights, dp, rdp, mog)
+        (h, c), ys = _scan(step, (h0, c0), seqs, unroll)
+    return ops.transpose(ys, (1, 0, 2)), h, c
+
+
+def scrn_sequence(cell, x, initial_state=None, training=False, unroll=False):
+    """The fused kernel of ``SCRNCell``: ``(outputs, h_T, s_T)``.
+
+    The context state ``s_t = (1 - alpha) x_t B + alpha s_{t-1}`` does not depend on ``h``: the
+    input products ``x_t [A | B]`` are one product over the whole window, the context states an
+    elementwise loop, and ``x_t A + s_t P + b`` one more product over the window; the loop over
+    ``h`` then does one product ``h_{t-1} R`` per step (automatic differentiation).
+    """
+    dtype = cell.compute_dtype
+    x = ops.cast(x, dtype)
+    batch = ops.shape(x)[0]
+    if initial_state is None:
+        h0 = ops.zeros((batch, cell.units), dtype)
+        s0 = ops.zeros((batch, cell.context_units), dtype)
+    else:
+        h0, s0 = (ops.cast(s, dtype) for s in initial_state)
+    dp, rdp, _, _ = _masks(cell, x[:, 0, :], h0)
+    xs = ops.transpose(x, (1, 0, 2))                                   # (T, B, D)
+    if bool(training) and 0.0 < cell.dropout < 1.0 and dp is not None:
+        xs = xs * dp
+    rmask = rdp if bool(training) and 0.0 < cell.recurrent_dropout < 1.0 else None
+    steps, dim = ops.shape(xs)[0], ops.shape(xs)[-1]
+    cast = lambda v: ops.cast(ops.convert_to_tensor(v), dtype)  # noqa: E731
+    if cell.projected_input:
+        xa, xb = xs[..., :cell.units], xs[..., cell.units:]
+    else:
+        proj = ops.reshape(ops.matmul(ops.reshape(xs, (-1, dim)), cast(cell.kernel)),
+                           (steps, batch, -1))
+        xa, xb = proj[..., :cell.units], proj[..., cell.units:]
+    alpha = cell.alpha_value(dtype)
+
+    def context(carry, inputs):
+        s = (1.0 - alpha) * inputs[0] + alpha * carry[0]
+        return (s,), (s,)
+
+    (s_last,), ss = _scan(context, (s0,), [xb], unroll)
+    z = xa + ops.reshape(ops.matmul(ops.reshape(ss, (-1, cell.context_units)),
+                                    cast(cell.context_kernel)), (steps, batch, cell.units))
+    if cell.use_bias:
+        z = z + cast(cell.bias)
+    recurrent = cast(cell.recurrent_kernel)
+
+    def hidden(carry, inputs):
+        h = carry[0] if rmask is None else carry[0] * rmask
+        h = ops.sigmoid(inputs[0] + ops.matmul(h, recurrent))
+        return (h,), (h,)
+
+    (h_last,), hs = _scan(hidden, (h0,), [z], unroll)
+    ys = ops.concatenate([ss, hs], axis=-1) if cell.output_mode == "both" else hs
+    return ops.transpose(ys, (1, 0, 2)), h_last, s_last
 
 
 def _standard_activations(cell):
