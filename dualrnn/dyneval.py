@@ -152,7 +152,8 @@ def dynamic_eval(model, tokens, batch_size=32, seq_len=25, lr=1e-4, clipnorm=0.5
     stream = StreamingLM(model, batch_size, temperature=temperature, regularize=False,
                          dropout=False)
     metric = TokenNLL()
-    stream.compile(optimizer=optimizer, metrics=[metric], jit_compile=jit_compile_dyneval())
+    stream.compile(optimizer=optimizer, metrics=[metric],
+                   jit_compile=jit_compile_dyneval(len(tokens)))
     optimizer.build(stream.trainable_variables)  # eagerly: KrauseRMS records theta_0 here
     try:
         total, count = stream_nll(stream, metric, streams, seq_len, run=lambda seq, first: (

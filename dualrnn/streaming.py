@@ -51,13 +51,27 @@ class TokenNLL(keras.metrics.Metric):
         self.count.assign(0.0)
 
 
-def jit_compile_dyneval():
-    """XLA for dynamic evaluation on every backend. Its step is dominated by the optimizer's
-    elementwise update of every weight (at batch 1, PaperNadam over the 8.9 M weights of the PTB
-    LSTM took 158 ms unfused on a 2-core CPU), which XLA fuses into one pass (measured 2x faster
-    per batch-1 step on TensorFlow); dropout, whose random numbers made XLA slow in training, is
-    off there."""
-    return True
+DYNEVAL_XLA_MIN_TOKENS = 50_000
+
+
+def jit_compile_dyneval(n_tokens=None):
+    """Whether dynamic evaluation compiles with XLA: always on JAX (its only compiled mode); on
+    TensorFlow for passes of at least ``DYNEVAL_XLA_MIN_TOKENS`` tokens (``None``: a long pass).
+
+    A dynamic-evaluation step is dominated by the optimizer's elementwise update of every weight
+    (at batch 1, PaperNadam over the 8.9 M weights of the PTB LSTM took 158 ms unfused on a 2-core
+    CPU), which XLA fuses into one pass: measured 2x faster at batch 1 and 0.66x instead of 0.35x
+    evaluation's speed at batch 32 on TensorFlow. Dropout, whose random numbers made XLA slow in
+    training, is off there. XLA's compile takes tens of seconds on a CPU, so short passes (tests,
+    the smoke scale) skip it. ``DUALRNN_DYNEVAL_XLA=0``/``1`` forces the choice on TensorFlow."""
+    import os
+
+    if keras.backend.backend() == "jax":
+        return True
+    forced = os.environ.get("DUALRNN_DYNEVAL_XLA")
+    if forced in ("0", "1"):
+        return forced == "1"
+    return n_tokens is None or n_tokens >= DYNEVAL_XLA_MIN_TOKENS
 
 
 def jit_compile_default(model=None):

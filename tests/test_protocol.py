@@ -166,6 +166,17 @@ def test_dyneval_zero_lr_is_evaluation_at_any_batch(lm, ptb, batch_size):
     assert abs(got / base - 1) < 1e-5
 
 
+def test_dyneval_with_and_without_xla_agree(lm, ptb, monkeypatch):
+    tokens = ptb.valid[:601]
+    got = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv("DUALRNN_DYNEVAL_XLA", flag)
+        got[flag] = dyneval.dynamic_eval(lm, tokens, batch_size=2, seq_len=5, lr=1e-3,
+                                         clipnorm=0.5, beta_1=0.0)
+    assert abs(got["0"] / got["1"] - 1) < 1e-4
+    assert got["0"] < evaluate.perplexity(lm, tokens, batch_size=2, seq_len=5)
+
+
 def test_batch_one_adapts_more_than_batch_eight(lm, ptb, rng):
     """A rare bigram (two ids seldom seen in PTB) repeats through a random text: at the same small
     learning rate, batch 1 takes 8x more updates than batch 8 and learns it better."""
