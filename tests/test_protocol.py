@@ -13,7 +13,6 @@ from dualrnn.configs import TrainConfig
 from dualrnn.data import batchify
 from dualrnn.optimizers import PaperNadam, nadam
 
-pytestmark = pytest.mark.jax
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -50,6 +49,7 @@ THETA0 = np.array([1.0, -2.0, 0.5])
 quadratic_grad = lambda th: A @ th - np.array([0.3, 0.1, -0.2])  # noqa: E731
 
 
+@pytest.mark.jax
 @pytest.mark.parametrize("kind,decay", [("paper_nadam", 0.004), ("nadam", 1.0)])
 def test_nadam_schedules_against_numpy(kind, decay):
     got = keras_steps(nadam(kind, learning_rate=0.1), THETA0, quadratic_grad, 5)
@@ -102,6 +102,7 @@ def scrambled(model, scale=0.5):
     return model
 
 
+@pytest.mark.jax
 def test_train_seed_decides_the_dropout_masks(ptb):
     config = TrainConfig(epochs=1, batch_size=4, seq_len=10, max_tokens=1_201, seed=1)
     runs = {}
@@ -113,6 +114,7 @@ def test_train_seed_decides_the_dropout_masks(ptb):
     assert any(not np.array_equal(x, y) for x, y in zip(runs["a"], runs["c"]))
 
 
+@pytest.mark.jax
 def test_windows_protocol_scores_each_window_from_zero(ptb):
     model = scrambled(tiny(dropout=0.0))
     tokens = ptb.valid[:403]                             # 4 streams of 101: 10 windows of 10
@@ -134,6 +136,7 @@ def test_windows_protocol_scores_each_window_from_zero(ptb):
         evaluate.search(model, tokens, 4, seq_lens=[5, 10], protocol="carry")
 
 
+@pytest.mark.jax
 def test_training_without_carry_starts_every_window_from_zero(ptb):
     """With a learning rate too small to move the weights, an epoch's training NLL equals the
     validation-style NLL of the same windows: from the zero state each (carry_state=False), with
@@ -189,15 +192,15 @@ def test_batch_one_adapts_more_than_batch_eight(lm, ptb, rng):
     assert b1 < b8 < static
 
 
+@pytest.mark.jax
 def test_dyneval_search_over_batches_and_rules(lm, ptb):
     tokens = np.tile(ptb.valid[:50], 8)
     rms = [np.ones(v.shape, "float32") for v in lm.trainable_weights]
     best, trials = dyneval.search(
         lm, tokens, lrs={4: (1e-4, 1e-3), 1: (1e-5,)}, seq_lens={4: (10, 20), 1: (5,)},
-        clipnorms=(0.5, 1.0), beta_1s=(0.9, 0.0), batch_sizes=(4, 1), rms=rms,
-        rms_lrs=(1e-5,))
-    # batch 4: 2 lrs + 1 other window + 1 other clip norm, for each beta_1; batch 1: 1 + 0 + 1
-    assert len(trials) == 2 * 4 + 2 * 2 + 1
+        clipnorms=(0.5, 1.0), beta_1s=(0.0,), batch_sizes=(4, 1), rms=rms, rms_lrs=(1e-5,))
+    # batch 4: 2 lrs + 1 other window + 1 other clip norm; batch 1: 1 lr + 1 other clip norm
+    assert len(trials) == 4 + 2 + 1
     assert {t["method"] for t in trials} == {"paper_nadam", "rms"}
     assert {t["batch_size"] for t in trials} == {1, 4}
     assert best["ppl"] == min(t["ppl"] for t in trials)
