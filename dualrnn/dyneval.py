@@ -27,12 +27,13 @@ import numpy as np
 from keras import ops
 
 from dualrnn.data import batchify
-from dualrnn.evaluate import check_tokens
+from dualrnn.evaluate import check_positive_int, check_tokens
 from dualrnn.optimizers import nadam
 from dualrnn.streaming import (StreamingLM, TokenNLL, WindowSequence, jit_compile_default,
                                jit_compile_dyneval, stream_nll)
 
 METHODS = ("paper_nadam", "nadam", "rms")
+TRIAL_FIELDS = ("method", "batch_size", "seq_len", "clipnorm", "lr", "beta_1")  # a search trial
 
 
 class KrauseRMS(keras.optimizers.Optimizer):
@@ -132,9 +133,8 @@ def dynamic_eval(model, tokens, batch_size=32, seq_len=25, lr=1e-4, clipnorm=0.5
     tokens = check_tokens(tokens, model.vocab_size)
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not one of {METHODS}")
-    for name, v in (("batch_size", batch_size), ("seq_len", seq_len)):
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name}={v!r} must be a positive integer")
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("seq_len", seq_len)
     if not isinstance(lr, (int, float)) or not lr >= 0:
         raise ValueError(f"lr={lr!r} must be a number >= 0")
     if clipnorm is not None and not 0 <= clipnorm:
@@ -190,9 +190,9 @@ def search(model, tokens, lrs, clipnorms=(0.5,), seq_lens=(25,), beta_1s=(0.9, 0
     lr and window; ``"grid"`` tries every combination. With ``rms`` (``gradient_rms``) and
     ``rms_lrs``, Krause et al.'s RMS rule is a further group at batch 1 (their setting), over
     ``rms_lrs`` x ``rms_seq_lens``. ``lrs`` and ``seq_lens`` may also map each batch size to its
-    own values (batch 1 takes many more, smaller steps than the training batch). Returns ``(best, trials)``: dicts of ``method``,
-    ``batch_size``, ``seq_len``, ``clipnorm``, ``lr``, ``beta_1`` and ``ppl`` (``inf`` where the
-    adaptation diverged); ``best`` has the lowest ``ppl``.
+    own values (batch 1 takes many more, smaller steps than the training batch). Returns
+    ``(best, trials)``: dicts of ``TRIAL_FIELDS`` and ``ppl`` (``inf`` where the adaptation
+    diverged); ``best`` has the lowest ``ppl``.
     """
     def per_batch(name, values, lo, hi):
         if not isinstance(values, dict):
@@ -207,8 +207,7 @@ def search(model, tokens, lrs, clipnorms=(0.5,), seq_lens=(25,), beta_1s=(0.9, 0
     clipnorms = _check_range("clipnorm", clipnorms, 0.0, 1.0)
     beta_1s = _check_range("beta_1", beta_1s, 0.0, 0.999)
     for b in batch_sizes:
-        if not isinstance(b, (int, np.integer)) or isinstance(b, bool) or b < 1:
-            raise ValueError(f"batch_sizes holds {b!r}: each must be a positive integer")
+        check_positive_int("batch_sizes", b)
     bad = [m for m in methods if m not in METHODS[:2]]
     if bad or not methods:
         raise ValueError(f"methods={list(methods)!r}: each must be one of {METHODS[:2]} (Krause's "
@@ -228,8 +227,7 @@ def search(model, tokens, lrs, clipnorms=(0.5,), seq_lens=(25,), beta_1s=(0.9, 0
                                    method=method, rms=rms)
             except FloatingPointError:
                 ppl = math.inf
-            seen[key] = dict(zip(("method", "batch_size", "seq_len", "clipnorm", "lr", "beta_1"),
-                                 key), ppl=ppl)
+            seen[key] = dict(zip(TRIAL_FIELDS, key), ppl=ppl)
             if verbose:
                 print(f"dyneval {method} batch={batch_size} seq_len={seq_len} clipnorm={clipnorm} "
                       f"lr={lr} beta_1={beta_1}: {ppl:.3f}", flush=True)

@@ -10,7 +10,7 @@ from dualrnn.data import batchify
 from dualrnn.streaming import StreamingLM, TokenNLL, jit_compile_default, stream_nll
 
 
-def _check_positive_int(name, value):
+def check_positive_int(name, value):
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name}={value!r} must be a positive integer")
 
@@ -40,8 +40,8 @@ def mean_nll(model, tokens, batch_size=32, seq_len=25, temperature=1.0, verbose=
              protocol="carry"):
     """Mean negative log-likelihood (nats) of every target token of ``tokens`` (see perplexity)."""
     tokens = check_tokens(tokens, model.vocab_size)
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("seq_len", seq_len)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("seq_len", seq_len)
     if not isinstance(temperature, (int, float)) or not temperature > 0:
         raise ValueError(f"temperature={temperature!r} must be a positive number")
     check_protocol(protocol)

@@ -11,7 +11,6 @@ from dualrnn.train import train
 
 RESULT_FIELDS = ("valid_ppl_carry", "test_ppl_carry", "valid_ppl_windows", "test_ppl_windows",
                  "dyn_valid_ppl", "dyn_test_ppl")
-DYNEVAL_FIELDS = ("method", "batch_size", "seq_len", "clipnorm", "lr", "beta_1")
 
 
 def _truncate(tokens, max_tokens):
@@ -45,7 +44,7 @@ def dyneval_space(preset, search=None):
 def protocol_departures(preset, best, space, reduced=False):
     """What this row's protocol chose where the paper is silent, or changed (``departures``)."""
     out = list(preset.departures)
-    if preset.train.optimizer != "paper_nadam":
+    if preset.train.optimizer == "nadam":
         out.append("Keras 3's Nadam schedule in training (the paper's Keras had tf.keras 2's)")
     out.append("training carries the state across windows" if preset.train.carry_state
                else "training windows start from the zero state")
@@ -98,8 +97,8 @@ def run_preset(preset, corpus, run_dir=None, dyneval_search=None, seed=0, verbos
     row["dyn_valid_ppl"] = best["ppl"]
     row["dyn_test_ppl"] = dyneval.dynamic_eval(
         model, test, temperature=ev.temperature, rms=rms,
-        **{k: best[k] for k in DYNEVAL_FIELDS if k != "method"}, method=best["method"])
-    row.update({f"dyneval_{k}": best[k] for k in DYNEVAL_FIELDS})
+        **{k: best[k] for k in dyneval.TRIAL_FIELDS if k != "method"}, method=best["method"])
+    row.update({f"dyneval_{k}": best[k] for k in dyneval.TRIAL_FIELDS})
     row["eval_seconds"] = round(time.time() - t0, 1)
     for k in RESULT_FIELDS:
         if not math.isfinite(row[k]):

@@ -9,6 +9,8 @@ that stream from the zero state (the first window of an epoch or of an evaluatio
 
 from __future__ import annotations
 
+import os
+
 import keras
 import numpy as np
 from keras import ops
@@ -64,8 +66,6 @@ def jit_compile_dyneval(n_tokens=None):
     evaluation's speed at batch 32 on TensorFlow. Dropout, whose random numbers made XLA slow in
     training, is off there. XLA's compile takes tens of seconds on a CPU, so short passes (tests,
     the smoke scale) skip it. ``DUALRNN_DYNEVAL_XLA=0``/``1`` forces the choice on TensorFlow."""
-    import os
-
     if keras.backend.backend() == "jax":
         return True
     forced = os.environ.get("DUALRNN_DYNEVAL_XLA")
