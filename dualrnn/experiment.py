@@ -62,7 +62,8 @@ def protocol_departures(preset, best, space, reduced=False):
     return out
 
 
-def run_preset(preset, corpus, run_dir=None, dyneval_search=None, seed=0, verbose=1):
+def run_preset(preset, corpus, run_dir=None, dyneval_search=None, seed=0, verbose=1,
+               dynamic=True):
     """Train ``preset`` on ``corpus`` (resuming from ``run_dir``), then measure perplexities.
 
     Static perplexity is measured under both evaluation protocols (``"carry"``: state carried
@@ -72,7 +73,8 @@ def run_preset(preset, corpus, run_dir=None, dyneval_search=None, seed=0, verbos
     is applied once to the test data, both starting from the trained weights. ``seed`` seeds the
     initial weights (the dropout masks follow ``preset.train.seed``). Returns ``(row, history,
     model, trials)``: the measurements (chosen dynamic-evaluation values included), the
-    per-epoch history and every dynamic-evaluation trial.
+    per-epoch history and every dynamic-evaluation trial. ``dynamic=False`` skips dynamic
+    evaluation (no ``dyn_*`` fields, no trials).
     """
     model = build_model(preset.model, corpus.vocab_size, seed=seed)
     ev = preset.eval
@@ -88,6 +90,16 @@ def run_preset(preset, corpus, run_dir=None, dyneval_search=None, seed=0, verbos
         for protocol in evaluate.PROTOCOLS:
             row[f"{split}_ppl_{protocol}"] = evaluate.perplexity(
                 model, tokens, ev.batch_size, ev.seq_len, ev.temperature, protocol=protocol)
+    if not dynamic:   # a table without dynamic evaluation (the SCRN paper's)
+        row["eval_seconds"] = round(time.time() - t0, 1)
+        for k in RESULT_FIELDS[:4]:
+            if not math.isfinite(row[k]):
+                raise FloatingPointError(f"{k} of {preset.name} is {row[k]}")
+            row[k] = round(row[k], 3)
+        out = list(preset.departures) + (
+            ["training windows start from the zero state"] if not preset.train.carry_state else [])
+        row["departures"] = "; ".join(out) or "none"
+        return row, result.history, model, []
     space, rms_tokens = dyneval_space(preset, dyneval_search)
     rms = None
     if space.get("rms_lrs"):

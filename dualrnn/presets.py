@@ -239,8 +239,9 @@ def at_scale(preset: Preset, scale: str) -> Preset:
 # 1 takes ~30x more updates). Each (batch, beta_1) group is a coordinate search
 # (``dyneval.search``): every lr at the first window and clip norm, then the windows, then the
 # clip norms. Krause's RMS rule is a further group at batch 1 over ``rms_lrs``, with gradient
-# statistics from ``rms_train_tokens`` training tokens (None: all). ``smoke``/``small`` are
-# reduced grids for a CPU (listed in the result's departures); ``full`` spans the paper's ranges.
+# statistics from ``rms_train_tokens`` training tokens (None: all). ``smoke``/``small``/``quick``
+# are reduced grids (listed in the result's departures): ``smoke``/``small`` for a CPU, ``quick``
+# for the last minute of a GPU call; ``full`` spans the paper's ranges.
 DYNEVAL_SEARCH = {
     "smoke": dict(lrs={"train": (1e-3,), 1: (1e-4,)}, seq_lens={"train": (20,), 1: (5,)},
                   clipnorms=(0.5,), beta_1s=(0.9, 0.0), rms_lrs=(1e-4,), rms_seq_lens=(5,),
@@ -248,6 +249,10 @@ DYNEVAL_SEARCH = {
     "small": dict(lrs={"train": (1e-4, 3e-4, 1e-3), 1: (3e-6, 1e-5, 3e-5)},
                   seq_lens={"train": (25,), 1: (5,)}, clipnorms=(0.5,), beta_1s=(0.9, 0.0),
                   rms_lrs=(), rms_seq_lens=(5,), rms_train_tokens=None),
+    # "small" without its batch-1 passes: for a GPU call whose minutes go to training
+    "quick": dict(lrs={"train": (1e-4, 3e-4, 1e-3)}, seq_lens={"train": (25,)},
+                  clipnorms=(0.5,), beta_1s=(0.9, 0.0), rms_lrs=(), rms_seq_lens=(5,),
+                  rms_train_tokens=None),
     "full": dict(lrs={"train": (1e-5, 3e-5, 1e-4, 3e-4, 1e-3), 1: (1e-6, 3e-6, 1e-5, 3e-5, 1e-4)},
                  seq_lens={"train": (25, 5, 10, 50), 1: (5, 10, 25, 50)},
                  clipnorms=(0.5, 0.0, 0.1, 0.25, 1.0), beta_1s=(0.9, 0.0),

@@ -115,6 +115,14 @@ def paper_table2() -> dict:
                          if k not in ("model", "reference", "source")} for r in rows}
 
 
+def paper_scrn_table2() -> dict:
+    """The SCRN paper's Table 2 (PTB baselines): (hidden, context) -> dict of floats."""
+    rows = read_csv(os.path.join(PAPER_DIR, "scrn_table2.csv"))
+    return {(int(r["hidden"]), int(r["context"])): {
+        k: float(v) for k, v in r.items() if k not in ("dataset", "hidden", "context", "source")}
+        for r in rows}
+
+
 def update_csv(path, new_rows: list[dict], key, columns: list[str], order=None):
     """Merge ``new_rows`` into the CSV at ``path`` (replacing rows with the same ``key``), under a
     file lock and atomically, so that several processes can fill one table side by side.

@@ -99,21 +99,23 @@ sweep() {   # ARCH N SECONDS [TRANSFER_FROM]: keras-tuner chief + N workers, the
     local arch=$1 n=$2 total=$3 from=${4:-} i
     local dir=runs/tuning/ptb_lstm_${arch}_${SCALE}_sweep_s${SWEEP_SEED:-0}
     local name=lstm; [ "$arch" = dual ] && name=dual_lstm
-    local train_s=$((total * 3 / 4)) t0=$SECONDS
+    local train_s=${SWEEP_TRAIN_S:-$((total * 3 / 4))} t0=$SECONDS
     local args=(--arch "$arch" --recurrent lstm --dataset ptb --tuner random --max-trials "$n"
                 --scale "$SCALE" --dir "$dir" --backend jax --seed "${SWEEP_SEED:-0}" --quiet)
     if [ -n "$from" ]; then
         args+=(--transfer-from "$from")
     else
-        args+=(--lr-range "${SWEEP_LR_LOW:-1e-4}" 1e-3 --fix batch_size=32 --fix seq_len=25
+        args+=(--lr-range "${SWEEP_LR_LOW:-5e-4}" 1e-3 --fix batch_size=32 --fix seq_len=25
                --fix epochs=100 --fix embedding_units=600)
     fi
     export KERASTUNER_ORACLE_IP=127.0.0.1 KERASTUNER_ORACLE_PORT=${SWEEP_PORT:-8765}
     local pids=()
-    KERASTUNER_TUNER_ID=chief timeout "$train_s" $PY tuning/search.py "${args[@]}" \
-        > sweep_chief.log 2>&1 &
+    # the chief only serves the oracle: on the CPU, so that its JAX takes no GPU memory (keras-tuner
+    # builds the hypermodel once to learn the space)
+    JAX_PLATFORMS=cpu KERASTUNER_TUNER_ID=chief timeout "$train_s" $PY tuning/search.py \
+        "${args[@]}" > sweep_chief.log 2>&1 &
     pids+=($!)
-    local frac; frac=$($PY -c "print(round(0.9 / $n, 2))")
+    local frac; frac=$($PY -c "print(round(${SWEEP_MEM:-0.9} / $n, 2))")
     for i in $(seq 0 $((n - 1))); do
         XLA_PYTHON_CLIENT_MEM_FRACTION=$frac KERASTUNER_TUNER_ID=tuner$i timeout "$train_s" \
             $PY tuning/search.py "${args[@]}" > "sweep_worker$i.log" 2>&1 &
@@ -134,8 +136,33 @@ sweep() {   # ARCH N SECONDS [TRANSFER_FROM]: keras-tuner chief + N workers, the
     mkdir -p "$run" && cp "$dir/trial_$trial/checkpoint.npz" "$run/"
     cp best_sweep.json "results/tuning/ptb_lstm_${arch}_${SCALE}_sweep_s${SWEEP_SEED:-0}_best.json"
     timeout $((total - (SECONDS - t0))) $PY experiments/table1.py --preset best_sweep.json \
-        --scale "$SCALE" --dyneval-grid small --seed "${SWEEP_SEED:-0}" --backend jax \
-        --out results --runs runs || echo "table1.py on the best trial stopped (exit $?)"
+        --scale "$SCALE" --dyneval-grid "${SWEEP_DYNEVAL_GRID:-small}" --seed "${SWEEP_SEED:-0}" \
+        --backend jax --out results --runs runs || echo "table1.py on the best trial stopped (exit $?)"
+}
+
+small_pair() {   # SECONDS: Table 1's lstm/dual_lstm at the `small` scale (4 epochs, dyneval
+    # searched over DYNEVAL_SEARCH["small"]), side by side, beside a sweep (little GPU memory each)
+    local m pids=() scale=small; [ -n "${GPU_SESSION_SMOKE:-}" ] && scale=smoke
+    for m in lstm dual_lstm; do
+        XLA_PYTHON_CLIENT_MEM_FRACTION=0.1 timeout "$1" $PY experiments/table1.py \
+            --dataset ptb --scale $scale --models $m --dyneval-grid small --backend jax \
+            --out results --runs runs > "table1_${scale}_$m.log" 2>&1 &
+        pids+=($!)
+    done
+    for m in 0 1; do wait "${pids[$m]}" || echo "table1.py small (${pids[$m]}) stopped (exit $?)"; done
+    for m in lstm dual_lstm; do echo "--- table1 $scale $m"; tail -n 30 "table1_${scale}_$m.log"; done
+}
+
+scrn_table2() {   # SECONDS: the SCRN paper's four Table 2 baselines, one process each
+    local m pids=() scale=full; [ -n "${GPU_SESSION_SMOKE:-}" ] && scale=smoke
+    for m in 40x10 90x10 100x40 300x40; do
+        XLA_PYTHON_CLIENT_MEM_FRACTION=0.05 timeout "$1" $PY experiments/scrn.py --table 2 \
+            --scale $scale --models $m --backend jax --out results --runs runs \
+            > "scrn_${scale}_$m.log" 2>&1 &
+        pids+=($!)
+    done
+    for m in 0 1 2 3; do wait "${pids[$m]}" || echo "scrn.py (${pids[$m]}) stopped (exit $?)"; done
+    for m in 40x10 90x10 100x40 300x40; do echo "--- scrn $scale $m"; tail -n 12 "scrn_${scale}_$m.log"; done
 }
 
 progress() {   # per-epoch history of every model under runs/, from its checkpoint
@@ -214,8 +241,38 @@ sweep-dual)
         results/tuning/ptb_lstm_dual_${SCALE}_sweep_s${SWEEP_SEED:-0}_best.json \
         results/table1_ptb_${SCALE}_best_sweep.csv results/table1_ptb_${SCALE}_best_sweep_dyneval.csv
     ;;
+reproduce)
+    # One call, three jobs side by side on the one GPU (each mostly latency-bound): the ERS sweep
+    # (N trials of 100 epochs; its best evaluated over the SWEEP_DYNEVAL_GRID grid), the
+    # small-scale Table 1 lstm/dual_lstm pair, and the SCRN paper's Table 2 baselines at full
+    # scale. Everything comes back in one archive, results.tgz (the device returns 8 files at most).
+    setup_device
+    total=${3:-570}
+    small_pair $((total - 10)) > small_pair.log 2>&1 &
+    small_pid=$!
+    scrn_table2 $((total - 10)) > scrn_table2.log 2>&1 &
+    scrn_pid=$!
+    SWEEP_MEM=${SWEEP_MEM:-0.6} sweep ers "${2:-2}" "$total"
+    wait "$small_pid" || echo "small pair stopped (exit $?)"
+    wait "$scrn_pid" || echo "SCRN Table 2 stopped (exit $?)"
+    cat small_pair.log scrn_table2.log
+    if [ -n "${OUT:-}" ]; then
+        tar czf "$OUT/results.tgz" $(ls results/tuning/ptb_lstm_ers_${SCALE}_sweep_s${SWEEP_SEED:-0}* \
+            results/table1_ptb_${SCALE}_best_sweep* results/table1_ptb_small* \
+            results/table1_ptb_smoke* results/scrn_table2_* *.log 2>/dev/null) || true
+        tar tzf "$OUT/results.tgz" || true
+    fi
+    ;;
 merge)
     src=${2:?usage: gpu_session.sh merge FOLDER_WITH_RETURNED_FILES}
+    if [ -f "$src/results.tgz" ]; then   # reproduce's archive: results/... and its logs
+        mkdir -p results/logs
+        tar xzf "$src/results.tgz" --wildcards 'results/*'
+        for f in $(tar tzf "$src/results.tgz" --wildcards '*.log'); do
+            case "$f" in */*) continue ;; esac
+            tar xzOf "$src/results.tgz" "$f" > "results/logs/${f%.log}_$(date +%F).log"
+        done
+    fi
     for f in "$src"/table1_ptb_full*; do [ -f "$f" ] && cp "$f" results/ || true; done
     mkdir -p results/tuning
     for f in "$src"/ptb_lstm_*_sweep*; do [ -f "$f" ] && cp "$f" results/tuning/ || true; done
@@ -250,7 +307,7 @@ for path in glob.glob(os.path.join(sys.argv[1], "throughput_*.csv")):
 EOF
     ;;
 *)
-    echo "usage: gpu_session.sh prepare | all [SECONDS] | bench [MODELS] [SECONDS] | table1 [SECONDS] | sweep [N] [SECONDS] | sweep-dual N SECONDS ERS_SWEEP_DIR | merge FOLDER" >&2
+    echo "usage: gpu_session.sh prepare | all [SECONDS] | bench [MODELS] [SECONDS] | table1 [SECONDS] | sweep [N] [SECONDS] | reproduce [N] [SECONDS] | sweep-dual N SECONDS ERS_SWEEP_DIR | merge FOLDER" >&2
     exit 2
     ;;
 esac

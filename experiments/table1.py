@@ -42,7 +42,7 @@ def parse(argv):
                    help="evaluation window, in the paper's range [5, 70] (default 25)")
     p.add_argument("--temperature", type=_cli.in_range(0.9, 1.3), default=None,
                    help="softmax temperature, in the paper's range [0.9, 1.3] (default 1.0)")
-    p.add_argument("--dyneval-grid", choices=["smoke", "small", "full"], default=None,
+    p.add_argument("--dyneval-grid", choices=["smoke", "small", "quick", "full"], default=None,
                    help="which presets.DYNEVAL_SEARCH grid to search (default: the --scale's)")
     p.add_argument("--preset", default=None, metavar="FILE",
                    help="a preset JSON (tuning/export.py --best) instead of the built-in row; "
