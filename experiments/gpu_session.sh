@@ -292,9 +292,14 @@ for path in glob.glob(os.path.join(sys.argv[1], "throughput_*.csv")):
     print(f"results/{name}: {len(rows)} rows")
     stem = os.path.join("results", name[:-len(".csv")])
     for run in dict.fromkeys((r["backend"], r["scale"]) for r in returned):
-        same = [r for r in returned if (r["backend"], r["scale"]) == run]
-        checks = [dict(c, backend=run[0], scale=run[1], device=same[0]["device"],
-                       commit=same[0]["commit"], date=same[0]["date"])
+        # the returned file also holds the rows committed before (the checkout travelled with
+        # it): check the targets on the newest run's rows only, under that run's provenance
+        newest = max((r for r in returned if (r["backend"], r["scale"]) == run),
+                     key=lambda r: r["date"])
+        same = [r for r in returned if (r["backend"], r["scale"]) == run
+                and r["commit"] == newest["commit"] and r["date"][:10] == newest["date"][:10]]
+        checks = [dict(c, backend=run[0], scale=run[1], device=newest["device"],
+                       commit=newest["commit"], date=newest["date"])
                   for c in check_targets(same)]
         if checks:
             update_csv(stem + "_targets.csv", checks, ("backend", "scale", "target"),
