@@ -114,3 +114,55 @@ def test_preset_json_round_trip(tmp_path):
         path = str(tmp_path / "p.json")
         presets.save_preset(p, path)
         assert presets.load_preset(path) == p
+
+
+SCRN = os.path.join(ROOT, "experiments", "scrn.py")
+
+
+@pytest.mark.slow
+def test_scrn_table2_smoke_end_to_end_and_resume(tmp_path):
+    out, runs = str(tmp_path / "out"), str(tmp_path / "runs")
+    r = run(SCRN, "--table", "2", "--scale", "smoke", "--models", "40x10", "--out", out,
+            "--runs", runs, "--quiet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    path = os.path.join(out, "scrn_table2_ptb_smoke.csv")
+    (row,) = rows(path)
+    sys.path.insert(0, os.path.join(ROOT, "experiments"))
+    from scrn import COLUMNS
+
+    assert list(row) == COLUMNS and row["model"] == "scrn_40x10"
+    assert float(row["paper_valid_ppl"]) == 134.5 and float(row["paper_test_ppl"]) == 128.0
+    assert float(row["mikolov_code_valid_ppl"]) == 133.6      # results/paper/scrn_table2.csv
+    for k in ("valid_ppl", "test_ppl"):
+        assert math.isfinite(float(row[k])) and float(row[k]) > 1
+    pct = 100 * (float(row["valid_ppl"]) - 134.5) / 134.5
+    assert abs(float(row["valid_vs_paper_pct"]) - pct) < 0.01
+    assert "stopping rule" in row["departures"] and row["commit"] and row["device"]
+    hist = rows(os.path.join(out, "scrn_table2_ptb_smoke_history.csv"))
+    assert [h["epoch"] for h in hist] == ["1"] and float(hist[0]["lr"]) == 0.8
+    before = open(path).read()
+    r = run(SCRN, "--table", "2", "--scale", "smoke", "--models", "40x10", "--out", out,
+            "--runs", runs)
+    assert r.returncode == 0 and "skipped" in r.stdout and open(path).read() == before
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--table", "3"], "3"), (["--table", "2", "--models", "40x20"], "40x20"),
+    (["--table", "2", "--dataset", "wikitext-2"], "wikitext-2"),
+    (["--table", "2", "--stop-after-decays", "0"], "at least 1"),
+    (["--table", "2", "--scale", "huge"], "huge")])
+def test_scrn_script_bad_input(args, needle, tmp_path):
+    out = str(tmp_path / "out")
+    r = run(SCRN, *args, "--out", out, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+    assert not os.path.exists(out)
+
+
+def test_scrn_lr_decays_counts_the_plateau_rule():
+    sys.path.insert(0, os.path.join(ROOT, "experiments"))
+    from scrn import lr_decays
+
+    valid = [200, 150, 150, 140, 141, 139, 139.5, 130]   # not below the best: epochs 3, 5, 7
+    assert lr_decays([{"valid_ppl": v} for v in valid]) == 3
+    assert lr_decays([]) == 0
