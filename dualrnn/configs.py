@@ -8,6 +8,7 @@ ARCHITECTURES = ("ers", "dual")
 DUAL_EMBEDDING = ("raw", "dropped")
 DUAL_INPUT_DROPOUT_ON = ("concat", "embedding")
 SCRN_OUTPUTS = ("both", "hidden")
+DROPOUT_MASKS = ("step", "sequence", "batch")
 
 # Field names of the appendix's regularisers (Dual Tables 3-4) in ModelConfig.
 L2_FIELDS = ("embedding_l2", "recurrent_input_l2", "recurrent_l2", "activation_l2", "dual_l2",
@@ -48,6 +49,16 @@ class ModelConfig:
     ``tied=False`` has a separate output matrix; ``output_bias`` adds a bias to the logits.
     ``init_scale = r > 0`` initialises every weight uniformly in [-r, r] (SCRN Table 1); 0 keeps
     Keras's initialisers.
+
+    Dropout masks of ``input_dropout``, ``internal_dropout`` and ``output_dropout``:
+    ``dropout_masks="step"`` draws a new mask at every time step (naive dropout, Zaremba et al.;
+    SCRN sec. 4.2; Keras's ``Dropout``, which the Dual paper used), ``"sequence"`` one mask per
+    window (variational dropout, Gal & Ghahramani; SCRN eq. 9; with ``recurrent_dropout`` on
+    ``h``, never on the context ``s``), ``"batch"`` one mask per window shared by every sequence
+    of the batch (what the SCRN authors' VD code draws: masks of shape ``[1, d]``). ``scrn_drop_context=False`` drops only the ``h`` part of
+    each SCRN ``[s; h]`` (SCRN Table 5, "- dropout of context"). ``sobolev = beta > 0`` adds SCRN
+    eq. (10), ``beta * sum_t ||dh_t/dh_{t-1}||_F^2`` (in its closed form, sec. 7) for every SCRN
+    layer to the training loss, summed over the window and averaged over the batch.
     """
 
     architecture: str = "ers"                 # "ers" (eq. 1-3) or "dual" (eq. 4-7)
@@ -80,6 +91,9 @@ class ModelConfig:
     tied: bool = True                         # output matrix = embedding^T
     output_bias: bool = False
     init_scale: float = 0.0                   # > 0: every weight uniform in [-r, r]
+    dropout_masks: str = "step"               # input/internal/output dropout: step/sequence/batch
+    scrn_drop_context: bool = True            # SCRN: those dropouts also drop s of [s; h]
+    sobolev: float = 0.0                      # SCRN eq. (10): beta of the Jacobian penalty
 
     def __post_init__(self):
         object.__setattr__(self, "recurrent_units", tuple(self.recurrent_units))
@@ -184,6 +198,15 @@ class ModelConfig:
         name = self.cell_name
         if name != "mogrifier" and self.mogrifier_rounds:
             _fail("mogrifier_rounds", self.mogrifier_rounds, f"0 with cell={name!r}")
+        if self.dropout_masks not in DROPOUT_MASKS:
+            _fail("dropout_masks", self.dropout_masks, f"one of {DROPOUT_MASKS}")
+        if not isinstance(self.scrn_drop_context, bool):
+            _fail("scrn_drop_context", self.scrn_drop_context, "True or False")
+        if (not isinstance(self.sobolev, (int, float)) or isinstance(self.sobolev, bool)
+                or not self.sobolev >= 0):
+            _fail("sobolev", self.sobolev, "a non-negative number (0: off)")
+        if self.sobolev and name != "scrn":
+            _fail("sobolev", self.sobolev, f"0 with cell={name!r} (SCRN only)")
         if name == "scrn":
             if len(self.context_units) != self.num_layers:
                 _fail("context_units", self.context_units,
@@ -205,7 +228,7 @@ class ModelConfig:
 
     def without_regularization(self) -> "ModelConfig":
         """The same network with every L2 and dropout off (for evaluation and dynamic evaluation)."""
-        return self.replace(**{f: 0.0 for f in L2_FIELDS + DROPOUT_FIELDS})
+        return self.replace(sobolev=0.0, **{f: 0.0 for f in L2_FIELDS + DROPOUT_FIELDS})
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -248,7 +271,10 @@ class TrainConfig:
     plateau schedule: after every epoch whose validation perplexity is not below the best so far,
     the learning rate is multiplied by ``lr_decay`` (SCRN Table 1: 0.5; None: constant).
     ``stop_after_decays = k``: training stops after the epoch of the k-th decay (None: it runs all
-    ``epochs``; either way it stops at ``epochs``). Gradients are clipped per variable
+    ``epochs``; either way it stops at ``epochs``). ``lr_decay_after = N`` replaces the plateau
+    rule by a fixed one: epochs 1..N train at ``learning_rate``, epoch e > N at ``learning_rate *
+    lr_decay ** (e - N)`` (Zaremba et al.; the SCRN paper's Table 3 for variational dropout,
+    "after 10 / 25 epochs"). Gradients are clipped per variable
     (``clipnorm``) or by their global norm (``global_clipnorm``, SCRN: 5), not both. ``loss``:
     ``"mean"`` (the mean NLL over the window's tokens) or ``"sum_steps"`` (summed over the
     window's steps, averaged over the batch: ``seq_len`` times the mean, what the SCRN authors'
@@ -270,6 +296,7 @@ class TrainConfig:
     lr_decay: float | None = None     # plateau schedule: lr *= lr_decay when valid ppl stalls
     stop_after_decays: int | None = None
     loss: str = "mean"                # "mean" or "sum_steps" (see above)
+    lr_decay_after: int | None = None  # None: plateau rule; N: lr *= lr_decay after each epoch >= N
 
     def validate(self) -> "TrainConfig":
         _check_int("epochs", self.epochs)
@@ -301,6 +328,10 @@ class TrainConfig:
             _check_int("stop_after_decays", self.stop_after_decays)
             if self.lr_decay is None:
                 _fail("stop_after_decays", self.stop_after_decays, "None without lr_decay")
+        if self.lr_decay_after is not None:
+            _check_int("lr_decay_after", self.lr_decay_after)
+            if self.lr_decay is None:
+                _fail("lr_decay_after", self.lr_decay_after, "None without lr_decay")
         if self.loss not in LOSSES:
             _fail("loss", self.loss, f"one of {LOSSES}")
         return self

@@ -28,6 +28,17 @@ def _policy_scope(policy):
         keras.config.set_dtype_policy(saved)
 
 
+def sobolev_penalty(cell, h):
+    """SCRN eq. (10) in its closed form (sec. 7): ``sum_t ||dh_t/dh_{t-1}||_F^2`` for a sequence
+    ``h`` (batch, time, d_h) of an ``SCRNCell``'s hidden states, averaged over the batch. With
+    ``h_t = sigmoid(z_t)``, ``dh_t/dh_{t-1} = R diag(sigma'(z_t))`` and ``sigma'(z_t) = h_t (1 -
+    h_t)``, so the norm is ``sum_j (h_tj (1 - h_tj))^2 ||R_{:, j}||^2``."""
+    h = ops.cast(h, "float32")
+    column_norms = ops.sum(ops.square(ops.cast(cell.recurrent_kernel, "float32")), axis=0)
+    per_step = ops.sum(ops.square(h * (1.0 - h)) * column_norms, axis=-1)
+    return ops.sum(per_step) / ops.cast(ops.shape(h)[0], "float32")
+
+
 @keras.saving.register_keras_serializable(package="dualrnn")
 class LanguageModel(keras.Model):
     """A word-level language model; ``model(ids)`` returns logits.
@@ -84,17 +95,24 @@ class LanguageModel(keras.Model):
                                            embeddings_initializer=emb_init,
                                            embeddings_regularizer=_l2(cfg.embedding_l2),
                                            name="embedding")
-        self.input_drop = keras.layers.Dropout(cfg.input_dropout, name="input_dropout")
+        # "step": a new mask every time step; "sequence": one per window and sequence
+        # (variational); "batch": one per window for the whole batch (the SCRN authors' VD)
+        noise = {"step": None, "sequence": (None, 1, None), "batch": (1, 1, None)}[
+            cfg.dropout_masks]
+        self.input_drop = keras.layers.Dropout(cfg.input_dropout, noise_shape=noise,
+                                               name="input_dropout")
         self.recurrent_layers = []
         self.internal_drops = []
         for i, units in enumerate(cfg.recurrent_units):
             if i > 0:
                 self.internal_drops.append(
-                    keras.layers.Dropout(cfg.internal_dropout, name=f"internal_dropout_{i}"))
+                    keras.layers.Dropout(cfg.internal_dropout, noise_shape=noise,
+                                         name=f"internal_dropout_{i}"))
             self.recurrent_layers.append(registry.make_layer(cfg, i, units))
         self.state_counts = [len(registry.state_sizes(layer.cell))
                              for layer in self.recurrent_layers]
-        self.output_drop = keras.layers.Dropout(cfg.output_dropout, name="output_dropout")
+        self.output_drop = keras.layers.Dropout(cfg.output_dropout, noise_shape=noise,
+                                                name="output_dropout")
         self.dual = None
         if cfg.architecture == "dual":
             on_concat = cfg.dual_input_dropout_on == "concat"
@@ -161,7 +179,8 @@ class LanguageModel(keras.Model):
         start = 0
         for i, layer in enumerate(self.recurrent_layers):                # eq. (2)/(5)
             if i > 0:
-                x = self.internal_drops[i - 1](x, training=training)
+                x = self._drop(self.internal_drops[i - 1], x, self._context_width(i - 1),
+                               training)
             n = self.state_counts[i]
             init = (None if initial_states is None
                     else list(initial_states[start:start + n]))
@@ -177,13 +196,32 @@ class LanguageModel(keras.Model):
             if cfg.activation_l2:  # "Activation L2reg": on each recurrent layer's output sequence
                 self.add_loss(cfg.activation_l2 * ops.sum(ops.square(ops.cast(x, "float32")))
                               / ops.cast(ops.shape(x)[0], "float32"))
-        r = self.output_drop(x, training=training)
+            if cfg.sobolev and training:
+                self.add_loss(cfg.sobolev * sobolev_penalty(
+                    layer.cell, x[..., self._context_width(i):]))
+        r = self._drop(self.output_drop, x, self._context_width(len(self.recurrent_layers) - 1),
+                       training)
         if self.dual is not None:                                        # eq. (6)
             skip = e if cfg.dual_embedding == "raw" else self.input_drop(e, training=training)
             skip = self.dual_embedding_drop(skip, training=training)
             r = self.dual([skip, r], training=training, flat=fast)
         logits = self._logits(r, flat=fast)
         return (logits, final) if return_states else logits
+
+    def _context_width(self, i):
+        """Width of the context part ``s`` leading layer ``i``'s output ``[s; h]`` (0: none)."""
+        cfg = self.model_config
+        if cfg.cell_name != "scrn":
+            return 0
+        last = i == len(cfg.recurrent_units) - 1
+        return cfg.context_output_units if last else cfg.context_units[i]
+
+    def _drop(self, dropout, x, context, training):
+        """``dropout`` on ``x``; on its ``h`` part only when ``scrn_drop_context`` is False."""
+        if context and not self.model_config.scrn_drop_context:
+            return ops.concatenate([x[..., :context],
+                                    dropout(x[..., context:], training=training)], axis=-1)
+        return dropout(x, training=training)
 
     def build(self, input_shape=None):
         if not self.built:

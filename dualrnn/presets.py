@@ -192,6 +192,59 @@ def scrn_table2(hidden: int, context: int, scale: str = "full") -> Preset:
     return at_scale(preset, scale)
 
 
+# SCRN paper sec. 4-6: two stacked SCRN layers over a dense embedding (eq. 6-8), small (d_h 240,
+# d_s 40) and medium (750, 120), embedding width = d_h (so V = E^T fits), alpha 0.9, every weight
+# and bias uniform in [-0.3, 0.3], SGD on the summed loss, batch 20, windows of 35 carried, global
+# clip 5 (Table 3; what the table leaves out is from the authors' code, zh3nis/scrn: batch,
+# window, epochs, the fixed schedule's form). Naive dropout (ND): p_i on the embedding, p_o on
+# each layer's [s; h], new masks every step, lr halved (x decay) on a validation plateau; epochs 60
+# (small) / 80 (medium). Variational dropout (VD): p_i, p_h (on h, recurrent), p_o, one mask per
+# window and sequence, lr x decay after every epoch from epoch 10 (small) / 25 (medium); epochs
+# 50 / 70 (WT2 medium 65). WT: tied output V = E^T for h, U separate for s (sec. 4.4).
+SCRN_STACKED_SIZES = {"small": (240, 40), "medium": (750, 120)}
+SCRN_TABLE3 = {   # (regularisation, size) -> p (PTB, WT2), lr, decay, decay after, epochs (PTB, WT2)
+    ("nd", "small"): dict(p=(0.2, 0.15), lr=0.8, decay=0.5, after=None, epochs=(60, 60)),
+    ("nd", "medium"): dict(p=(0.55, 0.45), lr=0.8, decay=0.65, after=None, epochs=(80, 80)),
+    ("vd", "small"): dict(p=(0.15, 0.1), lr=0.8, decay=0.87, after=10, epochs=(50, 50)),
+    ("vd", "medium"): dict(p=(0.4, 0.3), lr=0.6, decay=0.9, after=25, epochs=(70, 65)),
+}
+# Table 4's SCRN rows and Table 5's ablations of SCRN + ND + WT (preset names)
+SCRN_TABLE4 = ("scrn_nd", "scrn_nd_wt", "scrn_vd", "scrn_vd_wt")
+SCRN_TABLE5 = ("scrn_nd_wt", "scrn_nd_wt_no_regularization", "scrn_nd_wt_no_context_dropout",
+               "scrn_nd_wt_no_context_softmax")
+
+
+def scrn_stacked(name: str, dataset: str = "ptb", size: str = "small",
+                 scale: str = "full") -> Preset:
+    """A stacked SCRN of the SCRN paper's Tables 4-5 (``SCRN_TABLE4``/``SCRN_TABLE5`` names:
+    ``scrn_{nd,vd}[_wt]`` and the ablations ``scrn_nd_wt_no_regularization`` (no dropout, untied),
+    ``_no_context_dropout`` (p_o on h only), ``_no_context_softmax`` (softmax of h alone))."""
+    _check("name", name, tuple(dict.fromkeys(SCRN_TABLE4 + SCRN_TABLE5)))
+    _check("dataset", dataset, tuple(BATCH_SIZE))
+    _check("size", size, tuple(SCRN_STACKED_SIZES))
+    _check("scale", scale, SCALES)
+    reg = "vd" if name.startswith("scrn_vd") else "nd"
+    t3 = SCRN_TABLE3[(reg, size)]
+    hidden, context = SCRN_STACKED_SIZES[size]
+    d = 0 if dataset == "ptb" else 1
+    p = 0.0 if name.endswith("no_regularization") else t3["p"][d]
+    model = ModelConfig(
+        cell="scrn", embedding_units=hidden, recurrent_units=(hidden, hidden),
+        context_units=(context, context), alpha=0.9, init_scale=0.3, output_bias=True,
+        tied="_wt" in name and not name.endswith("no_regularization"),
+        input_dropout=p, internal_dropout=p, output_dropout=p,
+        recurrent_dropout=p if reg == "vd" else 0.0,
+        dropout_masks="sequence" if reg == "vd" else "step",
+        scrn_drop_context=not name.endswith("no_context_dropout"),
+        scrn_output="hidden" if name.endswith("no_context_softmax") else "both").validate()
+    train = TrainConfig(epochs=t3["epochs"][d], batch_size=20, seq_len=35, optimizer="sgd",
+                        learning_rate=t3["lr"], lr_decay=t3["decay"], lr_decay_after=t3["after"],
+                        global_clipnorm=5.0, loss="sum_steps").validate()
+    preset = Preset(name=f"{name}_{size}", dataset=dataset, model=model, train=train,
+                    eval=EvalConfig(batch_size=20, seq_len=35, dyneval_batch_size=20).validate())
+    return at_scale(preset, scale)
+
+
 # What each scale changes. "full" is the paper's setting unchanged (for a GPU).
 SMOKE = dict(train_tokens=20_000, eval_tokens=4_000, epochs=1, batch_size=8, width=32,
              mogrifier_rank=8)

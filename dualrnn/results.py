@@ -123,6 +123,17 @@ def paper_scrn_table2() -> dict:
         for r in rows}
 
 
+def paper_scrn_table(table: int) -> dict:
+    """The SCRN paper's Table 4 or 5: (dataset, model, size) -> dict of floats (Table 4: test
+    perplexity only)."""
+    if table not in (4, 5):
+        raise ValueError(f"table={table!r} is not allowed: 4 or 5 (Table 2: paper_scrn_table2)")
+    rows = read_csv(os.path.join(PAPER_DIR, f"scrn_table{table}.csv"))
+    return {(r["dataset"], r["model"], r["size"]): {
+        k: float(v) for k, v in r.items() if k not in ("dataset", "model", "size", "source")}
+        for r in rows}
+
+
 def update_csv(path, new_rows: list[dict], key, columns: list[str], order=None):
     """Merge ``new_rows`` into the CSV at ``path`` (replacing rows with the same ``key``), under a
     file lock and atomically, so that several processes can fill one table side by side.

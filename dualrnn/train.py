@@ -119,6 +119,33 @@ class PlateauSchedule:
         return self.stop_after is not None and state["lr_decays"] >= self.stop_after
 
 
+class StepSchedule(PlateauSchedule):
+    """Zaremba et al.'s fixed schedule (SCRN Table 3, variational dropout): after every epoch
+    from epoch ``after`` on, the learning rate is multiplied by ``factor`` (epoch e > ``after``
+    trains at ``lr * factor ** (e - after)``)."""
+
+    def __init__(self, factor, after, stop_after=None):
+        super().__init__(factor, stop_after)
+        self.after = after
+
+    def after_epoch(self, state, valid_ppl, stream):
+        if state["epoch"] + 1 >= self.after:      # state["epoch"]: the epochs before this one
+            state["lr"] *= self.factor
+            state["lr_decays"] += 1
+            stream.optimizer.learning_rate = state["lr"]
+        if self.finished(state):
+            stream.stop_training = True
+
+
+def make_schedule(config):
+    """The learning-rate schedule of ``config`` (None: constant)."""
+    if config.lr_decay is None:
+        return None
+    if config.lr_decay_after is not None:
+        return StepSchedule(config.lr_decay, config.lr_decay_after, config.stop_after_decays)
+    return PlateauSchedule(config.lr_decay, config.stop_after_decays)
+
+
 def _identity(model_config, vocab_size, train_config):
     """What a checkpoint must match to be resumed (``epochs`` left out: a checkpoint may be
     trained on for more epochs, as Hyperband does). Fields added since a checkpoint was written
@@ -142,6 +169,31 @@ def save_checkpoint(path, stream, state, best):
             np.savez(f, **arrays)
 
     write_atomic(path, write)
+
+
+def load_trained(path):
+    """The model a training checkpoint (``checkpoint.npz`` of ``train``, or its folder) holds,
+    built from the configuration it records and given its best weights; and its training state
+    (``epoch``, ``best_epoch``, ``history``, ...)."""
+    from dualrnn.models import build_model
+
+    if os.path.isdir(path):
+        path = os.path.join(path, CHECKPOINT)
+    if not os.path.exists(path):
+        raise ValueError(f"checkpoint {path!r} does not exist")
+    with np.load(path) as z:
+        state = json.loads(str(z["state"]))
+        best = [z[k] for k in sorted((k for k in z.files if k.startswith("best_")),
+                                     key=lambda k: int(k[5:]))]
+    ident = state["identity"]
+    model = build_model(ModelConfig.from_dict(ident["model"]), ident["vocab_size"])
+    model.build()
+    if len(best) != len(model.trainable_variables):
+        raise ValueError(f"checkpoint {path!r} holds {len(best)} weights, its model has "
+                         f"{len(model.trainable_variables)}")
+    for v, a in zip(model.trainable_variables, best):
+        v.assign(a)
+    return model, state
 
 
 def load_checkpoint(path, stream):
@@ -220,8 +272,7 @@ def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_siz
     state.setdefault("lr", config.learning_rate)      # checkpoints from before 0.3.0
     state.setdefault("lr_decays", 0)
     stream.optimizer.learning_rate = state["lr"]
-    schedule = (PlateauSchedule(config.lr_decay, config.stop_after_decays)
-                if config.lr_decay is not None else None)
+    schedule = make_schedule(config)
     if state["epoch"] < config.epochs and not (schedule and schedule.finished(state)):
         checkpointer = _Checkpointer(model, stream, valid_tokens, eval_batch_size, eval_seq_len,
                                      path, state, best, verbose, schedule)

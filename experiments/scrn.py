@@ -1,26 +1,32 @@
 """Reproduce the SCRN paper's tables (Kabdolov, Assylbekov & Takhanov, "Reproducing and
-Regularizing the SCRN Model"). Built so far: Table 2, the four PTB baselines.
+Regularizing the SCRN Model"): Table 2 (the PTB baselines), Table 4 (SCRN + ND / VD, with and
+without weight tying, PTB and WikiText-2) and Table 5 (ablations of SCRN + ND + WT, PTB).
 
     python experiments/scrn.py --table 2 --scale smoke
     python experiments/scrn.py --table 2 --scale full --models 40x10,90x10     # the paper's runs
+    python experiments/scrn.py --table 4 --dataset ptb --size small --scale full
 
-Writes results/scrn_table<T>_<dataset>_<scale>.csv (one row per model, the paper's "our
-implementation" numbers and the original code's numbers beside ours, provenance),
+Writes results/scrn_table<T>_<dataset>_<scale>.csv (Tables 4-5: ..._<scale>_<size>.csv; one row
+per model, the paper's numbers beside ours with the difference in %, provenance),
 ..._history.csv (per epoch: training and validation perplexity, learning rate) and
 ..._history.png. Finished models are not retrained; an interrupted one resumes from its checkpoint
 under --runs.
 
-Training is the paper's Table 1 "our implementation" (``presets.scrn_table2``): SGD from lr 0.8,
-halved whenever the validation perplexity does not improve, batch 20, windows of 35 with the
+Table 2 trains as the paper's Table 1 "our implementation" (``presets.scrn_table2``): SGD from lr
+0.8, halved whenever the validation perplexity does not improve, batch 20, windows of 35 with the
 state carried, global gradient norm clipped at 5. The paper gives no stopping rule; this script
 stops at 120 epochs (the authors' code) or once the learning rate has been halved
 --stop-after-decays times (default 10: lr 0.8 / 2^10 < 1e-3, where an epoch no longer moves the
-validation perplexity by 0.01), whichever comes first. Perplexity is measured with the state
-carried across windows (batch 20, window 35), as in the authors' code.
+validation perplexity by 0.01), whichever comes first. Tables 4-5 train the stacked models of
+``presets.scrn_stacked`` (Table 3's values) for the epochs of the authors' code, with no early
+stop unless --stop-after-decays is given. Perplexity is measured with the state carried across
+windows (batch 20, window 35), as in the authors' code; the test perplexity is the best
+validation epoch's.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -29,9 +35,14 @@ import _cli
 
 _cli.set_backend(sys.argv)
 
-TABLES = (2,)
+TABLES = (2, 4, 5)
 SIZES = ("40x10", "90x10", "100x40", "300x40")       # (d_h, d_s) of the paper's Table 2
-COLUMNS = ["dataset", "model", "hidden", "context", "scale", "params", "valid_ppl", "test_ppl",
+# Tables 4-5: presets.SCRN_TABLE4 / SCRN_TABLE5 (spelled out: this file parses before Keras loads)
+STACKED = {4: ("scrn_nd", "scrn_nd_wt", "scrn_vd", "scrn_vd_wt"),
+           5: ("scrn_nd_wt", "scrn_nd_wt_no_regularization", "scrn_nd_wt_no_context_dropout",
+               "scrn_nd_wt_no_context_softmax")}
+COLUMNS = ["dataset", "model", "size", "hidden", "context", "scale", "params", "valid_ppl",
+           "test_ppl",
            "paper_valid_ppl", "paper_test_ppl", "valid_vs_paper_pct", "test_vs_paper_pct",
            "mikolov_code_valid_ppl", "mikolov_code_test_ppl", "epochs", "best_epoch",
            "lr_decays", "stop_after_decays", "train_seconds", "seconds_per_epoch", "eval_seconds",
@@ -42,17 +53,32 @@ HISTORY_COLUMNS = ["model", "epoch", "train_ppl", "valid_ppl", "lr", "seconds", 
 def parse(argv):
     p = _cli.Parser(prog="scrn.py", description=__doc__.split("\n")[0])
     p.add_argument("--table", type=int, choices=TABLES, required=True,
-                   help="which table of the SCRN paper (built so far: 2)")
-    p.add_argument("--dataset", choices=["ptb"], default="ptb",
-                   help="Table 2 is on PTB only")
+                   help="which table of the SCRN paper")
+    p.add_argument("--dataset", choices=["ptb", "wikitext-2"], default="ptb",
+                   help="Tables 2 and 5 are on PTB only")
+    p.add_argument("--size", choices=["small", "medium"], default="small",
+                   help="Tables 4-5: the stacked model's size (240/40 or 750/120)")
     p.add_argument("--scale", choices=["smoke", "small", "full"], default="smoke")
-    p.add_argument("--models", type=_cli.csv_list(SIZES), default=list(SIZES),
-                   help="comma-separated subset of " + ",".join(SIZES) + " (d_h x d_s)")
+    p.add_argument("--models", default=None,
+                   help="comma-separated subset: Table 2 " + ",".join(SIZES) + " (d_h x d_s); "
+                        "Table 4 " + ",".join(STACKED[4]) + "; Table 5 " + ",".join(STACKED[5]))
     p.add_argument("--stop-after-decays", type=_cli.in_range(1, None, int, "at least 1"),
-                   default=10, help="stop once the learning rate has been halved this many "
-                                    "times (default 10), or at 120 epochs")
+                   default=None, help="stop once the learning rate has been decayed this many "
+                                      "times (Table 2's default 10; Tables 4-5: never)")
     _cli.add_run_flags(p, _cli.ROOT)
     args = p.parse_args(argv)
+    if args.table in (2, 5) and args.dataset != "ptb":
+        p.error(f"--dataset {args.dataset}: Table {args.table} is on ptb only")
+    if args.table == 2 and args.size != "small":
+        p.error(f"--size {args.size}: Table 2's baselines have their own sizes (use --models)")
+    choices = SIZES if args.table == 2 else STACKED[args.table]
+    try:
+        args.models = (list(choices) if args.models is None
+                       else _cli.csv_list(choices)(args.models))
+    except argparse.ArgumentTypeError as e:
+        p.error(f"--models: {e}")
+    if args.table == 2 and args.stop_after_decays is None:
+        args.stop_after_decays = 10
     _cli.check_run_flags(p, args)
     return args
 
@@ -66,11 +92,10 @@ def plot(history_rows, path, title):
     from dualrnn.files import write_atomic
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in SIZES:
+    for name in dict.fromkeys(r["model"] for r in history_rows):
         pts = [(int(r["epoch"]), float(r["valid_ppl"])) for r in history_rows
-               if r["model"] == f"scrn_{name}"]
-        if pts:
-            ax.plot(*zip(*pts), marker="o", ms=3, label=f"SCRN {name}")
+               if r["model"] == name]
+        ax.plot(*zip(*pts), marker="o", ms=3, label=name)
     ax.set(xlabel="epoch", ylabel="validation perplexity", title=title, yscale="log")
     ax.legend()
     fig.tight_layout()
@@ -78,8 +103,11 @@ def plot(history_rows, path, title):
     plt.close(fig)
 
 
-def lr_decays(history):
-    """How many times the plateau rule halved the rate: epochs not below the best before them."""
+def lr_decays(history, after=None):
+    """How many times the schedule decayed the rate: the plateau rule's epochs not below the
+    best before them, or (``after = N``) the epochs from the N-th on."""
+    if after is not None:
+        return sum(1 for h in history if h["epoch"] >= after)
     best, n = float("inf"), 0
     for h in history:
         n += h["valid_ppl"] >= best
@@ -88,83 +116,95 @@ def lr_decays(history):
 
 
 def pct(ours, paper):
-    return round(100.0 * (ours - paper) / paper, 2)
+    """Our number's difference from the paper's, in % of the paper's ("" without one)."""
+    return "" if paper in (None, "") else round(100.0 * (ours - paper) / paper, 2)
 
 
 def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
     from dualrnn import data, presets
     from dualrnn.experiment import run_preset
-    from dualrnn.results import paper_scrn_table2, provenance, read_csv, update_csv
+    from dualrnn.results import (paper_scrn_table, paper_scrn_table2, provenance, read_csv,
+                                 update_csv)
 
     try:
         corpus = data.load_corpus(args.dataset)
     except ValueError as e:
         sys.stderr.write(f"scrn.py: error: {e}\n")
         return 2
-    stem = os.path.join(args.out, f"scrn_table{args.table}_{args.dataset}_{args.scale}")
+    stem = os.path.join(args.out, f"scrn_table{args.table}_{args.dataset}_{args.scale}"
+                        + ("" if args.table == 2 else f"_{args.size}"))
     rows = {r["model"]: r for r in read_csv(stem + ".csv")}
-    paper = paper_scrn_table2()
-    order = lambda r: (SIZES.index(r["model"][len("scrn_"):]), int(r.get("epoch") or 0))  # noqa
-    for size in args.models:
-        name = f"scrn_{size}"
+    names = [f"scrn_{m}" for m in SIZES] if args.table == 2 else list(STACKED[args.table])
+    order = lambda r: (names.index(r["model"]), int(r.get("epoch") or 0))  # noqa: E731
+    for m in args.models:
+        name = f"scrn_{m}" if args.table == 2 else m
         if name in rows:
             print(f"{name}: already in {stem}.csv, skipped (delete its row to rerun)")
             continue
-        hidden, context = (int(v) for v in size.split("x"))
-        preset = presets.scrn_table2(hidden, context, args.scale)
+        if args.table == 2:
+            hidden, context = (int(v) for v in m.split("x"))
+            preset = presets.scrn_table2(hidden, context, args.scale)
+            pp = paper_scrn_table2()[(hidden, context)]
+            size = m
+        else:
+            preset = presets.scrn_stacked(m, args.dataset, args.size, args.scale)
+            hidden, context = presets.SCRN_STACKED_SIZES[args.size]
+            pp = paper_scrn_table(args.table).get((args.dataset, m, args.size), {})
+            size = args.size
         preset = preset.replace(train=preset.train.replace(
             seed=args.seed, stop_after_decays=args.stop_after_decays))
-        print(f"== {name} ({args.dataset}, {args.scale}) ==", flush=True)
+        print(f"== {name} ({args.dataset}, {size}, {args.scale}) ==", flush=True)
         t0 = time.time()
         row, hist, _, _ = run_preset(preset, corpus,
                                      run_dir=os.path.join(args.runs, os.path.basename(stem), name),
                                      seed=args.seed, verbose=0 if args.quiet else 2,
                                      dynamic=False)
-        pp = paper[(hidden, context)]
         command = (f"experiments/scrn.py --table {args.table} --dataset {args.dataset} "
-                   f"--scale {args.scale} --stop-after-decays {args.stop_after_decays} "
-                   f"--seed {args.seed}")
-        out = dict(dataset=args.dataset, model=name, hidden=hidden, context=context,
-                   scale=args.scale, params=row["params"],
-                   valid_ppl=row["valid_ppl_carry"], test_ppl=row["test_ppl_carry"],
-                   paper_valid_ppl=pp["valid_ppl"], paper_test_ppl=pp["test_ppl"],
-                   valid_vs_paper_pct=pct(row["valid_ppl_carry"], pp["valid_ppl"]),
-                   test_vs_paper_pct=pct(row["test_ppl_carry"], pp["test_ppl"]),
-                   mikolov_code_valid_ppl=pp["mikolov_code_valid_ppl"],
-                   mikolov_code_test_ppl=pp["mikolov_code_test_ppl"],
+                   + ("" if args.table == 2 else f"--size {args.size} ")
+                   + f"--scale {args.scale} --seed {args.seed}"
+                   + (f" --stop-after-decays {args.stop_after_decays}"
+                      if args.stop_after_decays else ""))
+        rule = (f"stopping rule (the paper gives none): {preset.train.epochs} epochs"
+                + (f" or {args.stop_after_decays} decays of the learning rate"
+                   if args.stop_after_decays else ""))
+        departures = [d for d in row["departures"].split("; ") if d != "none"] + [rule]
+        valid, test = row["valid_ppl_carry"], row["test_ppl_carry"]
+        out = dict(dataset=args.dataset, model=name, size=size, hidden=hidden, context=context,
+                   scale=args.scale, params=row["params"], valid_ppl=valid, test_ppl=test,
+                   paper_valid_ppl=pp.get("valid_ppl", ""), paper_test_ppl=pp.get("test_ppl", ""),
+                   valid_vs_paper_pct=pct(valid, pp.get("valid_ppl")),
+                   test_vs_paper_pct=pct(test, pp.get("test_ppl")),
+                   mikolov_code_valid_ppl=pp.get("mikolov_code_valid_ppl", ""),
+                   mikolov_code_test_ppl=pp.get("mikolov_code_test_ppl", ""),
                    epochs=row["epochs"], best_epoch=row["best_epoch"],
-                   lr_decays=lr_decays(hist),
-                   stop_after_decays=args.stop_after_decays, train_seconds=row["train_seconds"],
+                   lr_decays=lr_decays(hist, preset.train.lr_decay_after),
+                   stop_after_decays=args.stop_after_decays or "",
+                   train_seconds=row["train_seconds"],
                    seconds_per_epoch=round(sum(h["seconds"] for h in hist) / max(len(hist), 1), 1),
                    eval_seconds=row["eval_seconds"], seed=args.seed,
-                   departures="; ".join(
-                       d for d in row["departures"].split("; ") if d != "none") + (
-                       "; " if row["departures"] != "none" else "") + (
-                       f"stopping rule (the paper gives none): 120 epochs or "
-                       f"{args.stop_after_decays} halvings of the learning rate"),
-                   command=command, **provenance())
+                   departures="; ".join(departures), command=command, **provenance())
         rows = {r["model"]: r for r in update_csv(stem + ".csv", [out], "model", COLUMNS,
                                                   order=order)}
         update_csv(stem + "_history.csv",
                    [{"model": name, "command": command,
                      **{k: h.get(k, "") for k in HISTORY_COLUMNS[1:-1]}} for h in hist],
                    ("model", "epoch"), HISTORY_COLUMNS, order=order)
-        print(f"{name}: valid {out['valid_ppl']:.2f} ({out['valid_vs_paper_pct']:+.1f} %), "
-              f"test {out['test_ppl']:.2f} ({out['test_vs_paper_pct']:+.1f} %) against the "
-              f"paper's {pp['valid_ppl']}/{pp['test_ppl']}; {row['epochs']} epochs, "
+        against = (f" against the paper's {pp.get('valid_ppl', '-')}/{pp.get('test_ppl', '-')}"
+                   if pp else " (no paper number)")
+        print(f"{name}: valid {valid:.2f}, test {test:.2f}{against}; {row['epochs']} epochs, "
               f"{time.time() - t0:.0f}s", flush=True)
     history = read_csv(stem + "_history.csv")
     if history:
-        plot(history, stem + "_history.png",
-             f"SCRN Table {args.table}, {args.dataset}, {args.scale} scale")
-    print(f"{'model':<14}{'params':>10} | {'valid':>8}{'test':>8} | {'paper v':>8}{'t':>7}")
-    for size in SIZES:
-        r = rows.get(f"scrn_{size}")
+        plot(history, stem + "_history.png", f"SCRN Table {args.table}, {args.dataset}, "
+                                             f"{args.scale} scale")
+    print(f"{'model':<32}{'params':>11} | {'valid':>8}{'test':>8} | {'paper v':>8}{'t':>7}")
+    for name in names:
+        r = rows.get(name)
         if r:
-            print(f"{r['model']:<14}{int(r['params']):>10,} | {float(r['valid_ppl']):>8.2f}"
-                  f"{float(r['test_ppl']):>8.2f} | {float(r['paper_valid_ppl']):>8.2f}"
-                  f"{float(r['paper_test_ppl']):>7.2f}")
+            print(f"{r['model']:<32}{int(r['params']):>11,} | {float(r['valid_ppl']):>8.2f}"
+                  f"{float(r['test_ppl']):>8.2f} | {r['paper_valid_ppl'] or '-':>8}"
+                  f"{r['paper_test_ppl'] or '-':>7}")
     return 0
 
 

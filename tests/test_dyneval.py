@@ -94,6 +94,7 @@ def test_search_stays_in_the_paper_ranges(model, ptb, kwargs, match):
         dyneval.search(model, ptb.valid[:200], **kwargs)
 
 
+@pytest.mark.once
 def test_search_picks_the_best_setting(model, ptb):
     tokens = np.tile(ptb.valid[:40], 20)
     best, trials = dyneval.search(model, tokens, lrs=[0.0 + 1e-6, 1e-3], clipnorms=[0.0],

@@ -131,3 +131,41 @@ def test_dual_dropout_switches(switch, rng):
     assert np.isfinite(keras.ops.convert_to_numpy(b(ids, training=True))).all()
     if "dual_input_dropout_on" in switch:
         assert b.dual.input_dropout == 0 and b.dual_embedding_drop.rate == base.dual_input_dropout
+
+
+def _dual_inputs(model, ids):
+    """The [embedding, recurrent output] pair the Dual head receives in one training call."""
+    seen, call = [], model.dual.call
+
+    def spy(inputs, *args, **kwargs):
+        seen.append([keras.ops.convert_to_numpy(t) for t in inputs])
+        return call(inputs, *args, **kwargs)
+
+    model.dual.call = spy
+    model(ids, training=True)
+    return seen[-1]
+
+
+@pytest.mark.parametrize("switch,rate_field", [
+    (dict(), None), (dict(dual_input_dropout_on="embedding"), "dual_input_dropout"),
+    (dict(dual_embedding="dropped"), "input_dropout")])
+def test_dual_dropout_placement(switch, rate_field, rng):
+    """Where each switch puts its mask: on the embedding the Dual head sees (zeros, survivors
+    scaled by 1/(1-p)) or not at all (the raw embedding; the default drops inside the head, on
+    the concatenation). The recurrent output reaches the head undropped (output dropout 0)."""
+    zero = dict(input_dropout=0.0, recurrent_dropout=0.0, output_dropout=0.0,
+                internal_dropout=0.0, dual_input_dropout=0.0, dual_output_dropout=0.0)
+    cfg = presets.table1("dual_lstm", "ptb", "smoke").model.replace(**zero, **switch)
+    if rate_field:
+        cfg = cfg.replace(**{rate_field: 0.5})
+    model = dualrnn.build_model(cfg, 30, seed=1)
+    ids = rng.integers(0, 30, size=(4, 6))
+    skip, r = _dual_inputs(model, ids)
+    raw = keras.ops.convert_to_numpy(model.embedding(ids))
+    assert np.all(r != 0)
+    if rate_field is None:
+        np.testing.assert_array_equal(skip, raw)
+    else:
+        dropped = skip == 0
+        assert 0.3 < dropped.mean() < 0.7
+        np.testing.assert_allclose(skip[~dropped], 2 * raw[~dropped], rtol=1e-6)

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import np_sigmoid
-from test_speed import check_fast_equals_reference
+from test_speed import backend_cases, check_fast_equals_reference
 
 import dualrnn
 from dualrnn import evaluate, presets
@@ -140,6 +140,10 @@ CELL_CONFIGS = {
     "scrn_hidden_learned_alpha": ModelConfig(
         cell="scrn", embedding_units=8, recurrent_units=(8,), context_units=(3,), learn_alpha=True,
         scrn_output="hidden", output_bias=True, output_dropout=0.2),
+    "scrn_stacked_vd": ModelConfig(                 # SCRN eq. 6-10: VD, h-only dropout, Sobolev
+        cell="scrn", embedding_units=8, recurrent_units=(8, 8), context_units=(3, 2),
+        input_dropout=0.2, recurrent_dropout=0.2, internal_dropout=0.2, output_dropout=0.2,
+        dropout_masks="sequence", scrn_drop_context=False, sobolev=0.01, output_bias=True),
 }
 
 
@@ -147,8 +151,8 @@ def test_every_cell_is_covered():
     assert {c.cell_name for c in CELL_CONFIGS.values()} == set(registry.cell_names())
 
 
-@pytest.mark.parametrize("dropout", [False, True], ids=["dropout_off", "dropout_on"])
-@pytest.mark.parametrize("name", CELL_CONFIGS)
+@pytest.mark.parametrize("name,dropout", backend_cases(
+    CELL_CONFIGS, {("scrn", True), ("scrn_onehot", False), ("scrn_hidden_learned_alpha", True)}))
 def test_every_cell_fast_equals_reference(name, dropout, rng):
     cfg = CELL_CONFIGS[name]
     check_fast_equals_reference(cfg if dropout else cfg.without_regularization(), rng)
@@ -244,6 +248,10 @@ def test_unknown_cell_is_one_clear_error():
     (dict(cell="scrn", embedding_units=0, recurrent_units=(40,), context_units=(10,)),
      r"embedding_units=0"),                                             # tied needs an embedding
     (dict(init_scale=-0.1), r"init_scale=-0\.1"),
+    (dict(dropout_masks="window"), r"dropout_masks='window'"),
+    (dict(cell="scrn", recurrent_units=(600,), context_units=(40,), sobolev=-1.0),
+     r"sobolev=-1\.0"),
+    (dict(sobolev=0.1), r"sobolev=0\.1 .*SCRN only"),
 ])
 def test_bad_scrn_configs(changes, match):
     with pytest.raises(ValueError, match=match):
@@ -296,3 +304,85 @@ def test_scrn_preset_json_round_trip(tmp_path):
     for p in (presets.scrn_table2(90, 10), presets.scrn_table2(300, 40, "smoke")):
         presets.save_preset(p, path)
         assert presets.load_preset(path) == p
+
+
+# --- SCRN sec. 4-7 at the model level: dropout masks, the context's dropout, the Sobolev term ---
+
+STACKED = dict(cell="scrn", embedding_units=6, recurrent_units=(6, 6), context_units=(3, 2),
+               tied=True)
+
+
+def test_sobolev_term_equals_the_jacobian_norm_by_finite_differences(rng):
+    """SCRN eq. (10): beta * sum_t ||dh_t/dh_{t-1}||_F^2 (batch mean), against a Jacobian of the
+    cell's one step taken by central differences in the test, layer by layer."""
+    beta = 0.3
+    cfg = ModelConfig(**STACKED, sobolev=beta).validate()
+    model = dualrnn.build_model(cfg, 11, seed=0, implementation="reference")
+    for v in model.trainable_variables:
+        v.assign(rng.normal(0, 0.7, v.shape).astype("float32"))
+    ids = rng.integers(0, 11, size=(2, 4))
+    model(ids, training=True)
+    got = sum(float(numpy(t)) for t in model.losses)
+    x = numpy(model.embedding(ids)).astype("float64")
+    want = 0.0
+    for layer in model.recurrent_layers:
+        cell = layer.cell
+        w = {k: v.astype("float64") for k, v in weights(cell).items()}
+
+        def step(x_t, h_prev, s_prev):
+            s = (1 - cell.alpha) * x_t @ w["B"] + cell.alpha * s_prev
+            return np_sigmoid(x_t @ w["A"] + s @ w["P"] + h_prev @ w["R"] + w["b"]), s
+
+        h = np.zeros((2, cell.units))
+        s_ = np.zeros((2, cell.context_units))
+        outs = []
+        for t in range(ids.shape[1]):
+            for b in range(2):
+                jac = np.zeros((cell.units, cell.units))
+                for j in range(cell.units):
+                    d = np.zeros(cell.units)
+                    d[j] = 1e-5
+                    hp, _ = step(x[b:b + 1, t], h[b:b + 1] + d, s_[b:b + 1])
+                    hm, _ = step(x[b:b + 1, t], h[b:b + 1] - d, s_[b:b + 1])
+                    jac[j] = (hp - hm)[0] / 2e-5
+                want += beta * np.sum(jac ** 2) / 2
+            h, s_ = step(x[:, t], h, s_)
+            outs.append(np.concatenate([s_, h], -1))
+        x = np.stack(outs, 1)
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+    model(ids, training=False)
+    assert not model.losses                      # a training term only
+
+
+@pytest.mark.parametrize("masks", ["step", "sequence"])
+def test_dropout_masks_per_step_or_per_window(masks):
+    cfg = ModelConfig(**STACKED, input_dropout=0.5, internal_dropout=0.5, output_dropout=0.5,
+                      dropout_masks=masks).validate()
+    model = dualrnn.build_model(cfg, 11, seed=0)
+    ones = keras.ops.ones((16, 20, 32))
+    for drop in (model.input_drop, model.internal_drops[0], model.output_drop):
+        m = numpy(drop(ones, training=True)) == 0
+        assert 0.3 < m.mean() < 0.7
+        same_over_time = bool(np.all(m == m[:, :1]))
+        assert same_over_time == (masks == "sequence")
+
+
+@pytest.mark.parametrize("keep_context", [False, True])
+def test_context_dropout_switch(keep_context):
+    """Table 5's "- dropout of context": the s part of each [s; h] passes undropped."""
+    cfg = ModelConfig(**STACKED, internal_dropout=0.5, output_dropout=0.5,
+                      scrn_drop_context=not keep_context).validate()
+    model = dualrnn.build_model(cfg, 11, seed=0)
+    for i, drop in ((0, model.internal_drops[0]), (1, model.output_drop)):
+        c = (3, 2)[i]
+        assert model._context_width(i) == c
+        y = numpy(model._drop(drop, keras.ops.ones((4, 30, c + 6)), c, True))
+        s_dropped, h_dropped = (y[..., :c] == 0).mean(), (y[..., c:] == 0).mean()
+        assert 0.3 < h_dropped < 0.7
+        assert (s_dropped == 0) == keep_context
+
+
+def test_regularisation_off_for_evaluation_includes_sobolev():
+    cfg = ModelConfig(**STACKED, sobolev=0.1, output_dropout=0.3).validate()
+    off = cfg.without_regularization()
+    assert off.sobolev == 0 and off.output_dropout == 0

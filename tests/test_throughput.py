@@ -97,6 +97,7 @@ def test_interleaved_timing_with_a_fake_clock(monkeypatch):
     assert calls[4:] == rounds * 5
 
 
+@pytest.mark.slow
 def test_profile_step_runs_tiny():
     r = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "profile_step.py"),
                         "--tiny", "--steps", "1"], capture_output=True, text=True, cwd=ROOT,

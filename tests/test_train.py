@@ -19,6 +19,7 @@ def unigram_ppl(train_tokens, tokens, vocab_size):
     return float(np.exp(-np.log(p).mean()))
 
 
+@pytest.mark.once
 def test_training_learns_more_than_unigram(ptb):
     cfg = presets.table1("dual_lstm", "ptb", "smoke").model.without_regularization()
     model = dualrnn.build_model(cfg, ptb.vocab_size, seed=0)
@@ -142,6 +143,16 @@ def test_plateau_schedule_halves_when_validation_stalls(monkeypatch):
     assert result.epochs == 5 and seen == [0.8, 0.8, 0.8, 0.4, 0.4]
 
 
+def test_step_schedule_decays_after_epoch_n_whatever_validation_says(monkeypatch):
+    """SCRN Table 3 (VD): "LR decayed after N epochs": epoch e > N trains at lr * d^(e - N)."""
+    result, seen = tiny_run(monkeypatch, [100.0, 90.0, 80.0, 70.0, 60.0, 50.0],
+                            SGD.replace(lr_decay=0.5, lr_decay_after=3))
+    assert seen == [0.8, 0.8, 0.8, 0.4, 0.2, 0.1]
+    assert [h["lr"] for h in result.history] == seen
+    _, seen = tiny_run(monkeypatch, SCRIPT, SGD.replace(lr_decay=0.5, lr_decay_after=5))
+    assert seen == [0.8] * 5 + [0.4]                    # stalls before epoch 5 change nothing
+
+
 def test_plateau_schedule_resumes_exactly(monkeypatch, tmp_path):
     straight, _ = tiny_run(monkeypatch, SCRIPT, SGD)
 
@@ -214,6 +225,8 @@ def test_make_optimizer_kinds():
     (dict(lr_decay=1.5), r"lr_decay=1\.5 .*\(0, 1\)"),
     (dict(stop_after_decays=3), "stop_after_decays=3 .*without lr_decay"),
     (dict(loss="sum"), "loss='sum' .*sum_steps"),
+    (dict(lr_decay_after=3), "lr_decay_after=3 .*without lr_decay"),
+    (dict(lr_decay=0.5, lr_decay_after=0), "lr_decay_after=0"),
 ])
 def test_bad_scrn_train_config(changes, match):
     with pytest.raises(ValueError, match=match):

@@ -117,6 +117,7 @@ def test_fixed_values_are_kept_and_unknown_ones_refused():
         DualHyperModel("ers", "gru", "ptb", "full", 10_000)
 
 
+@pytest.mark.slow
 def test_search_killed_and_rerun_records_every_trial_once(tmp_path):
     d = str(tmp_path / "s")
     cmd = [SEARCH, "--arch", "dual", "--recurrent", "lstm", "--max-trials", "3", "--dir", d,
@@ -174,6 +175,7 @@ def test_search_killed_and_rerun_records_every_trial_once(tmp_path):
     assert r.returncode == 2 and "need ers lstm" in r.stderr
 
 
+@pytest.mark.slow
 def test_transfer_fixes_the_best_ers_values(tmp_path):
     src, dst = str(tmp_path / "ers"), str(tmp_path / "dual")
     r = run(SEARCH, "--arch", "ers", "--recurrent", "lstm", "--max-trials", "2", "--dir", src,
@@ -200,6 +202,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_distributed_chief_and_two_workers(tmp_path):
     d = str(tmp_path / "dist")
     cmd = [sys.executable, SEARCH, "--arch", "ers", "--recurrent", "dlstm", "--max-trials", "4",
@@ -225,6 +228,7 @@ def test_distributed_chief_and_two_workers(tmp_path):
         check_in_tables(t["values"], "ers", "dlstm")
 
 
+@pytest.mark.slow
 def test_hyperband_trains_on_from_the_earlier_trial(tmp_path):
     r = run(SEARCH, "--arch", "ers", "--recurrent", "lstm", "--tuner", "hyperband", "--factor",
             "2", "--max-trials", "4", "--dir", str(tmp_path / "hb"), *SMOKE, "--backend", "jax")

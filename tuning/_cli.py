@@ -1,12 +1,12 @@
-"""Bootstrap of the tuning scripts: ``experiments/_cli.py``, loaded by path and re-exported
-(repository root on sys.path, ``dualrnn/cli.py`` loaded without importing Keras)."""
+"""Bootstrap of the tuning scripts: the repository root on sys.path and ``dualrnn.cli``'s names
+(``import dualrnn`` does not import Keras, so ``set_backend`` still works)."""
 
-import importlib.util
 import os
+import sys
 
-_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments",
-                     "_cli.py")
-_spec = importlib.util.spec_from_file_location("_experiments_cli", _path)
-_boot = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_boot)
-globals().update({k: v for k, v in vars(_boot).items() if not k.startswith("__")})
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from dualrnn.cli import (Parser, add_run_flags, check_run_flags, check_writable,  # noqa: E402,F401
+                         csv_list, in_range, set_backend)
