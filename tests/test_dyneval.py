@@ -17,6 +17,7 @@ def weights(m):
     return [np.array(keras.ops.convert_to_numpy(v)) for v in m.trainable_weights]
 
 
+@pytest.mark.slow
 def test_zero_learning_rate_is_plain_evaluation(model, ptb):
     tokens = ptb.valid[:3001]
     base = evaluate.perplexity(model, tokens, batch_size=8, seq_len=25)
@@ -37,6 +38,7 @@ def test_adapts_to_a_repetitive_sequence_and_restores_weights(model, ptb):
     assert all(np.array_equal(a, b) for a, b in zip(before, weights(model)))
 
 
+@pytest.mark.once
 def test_krause_rms_rule(model, ptb):
     rms = dyneval.gradient_rms(model, ptb.train[:5000], batch_size=10, seq_len=5)
     assert [r.shape for r in rms] == [tuple(v.shape) for v in model.trainable_weights]
@@ -94,6 +96,7 @@ def test_search_stays_in_the_paper_ranges(model, ptb, kwargs, match):
         dyneval.search(model, ptb.valid[:200], **kwargs)
 
 
+@pytest.mark.slow
 @pytest.mark.once
 def test_search_picks_the_best_setting(model, ptb):
     tokens = np.tile(ptb.valid[:40], 20)

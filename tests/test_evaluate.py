@@ -66,6 +66,7 @@ def test_bad_arguments(model, ptb, kwargs, match):
         evaluate.perplexity(model, **args)
 
 
+@pytest.mark.once
 def test_search_stays_in_the_paper_ranges(model, ptb):
     with pytest.raises(ValueError, match=r"seq_len values \[80\].*\[5, 70\]"):
         evaluate.search(model, ptb.valid[:500], seq_lens=[25, 80])

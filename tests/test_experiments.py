@@ -22,11 +22,13 @@ def rows(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_table1_smoke_end_to_end_and_resume(tmp_path):
     out, runs = str(tmp_path / "out"), str(tmp_path / "runs")
-    # one model (the whole smoke table costs minutes; every model's parts are tested elsewhere)
-    r = run(TABLE1, "--scale", "smoke", "--models", "dual_lstm", "--out", out,
-            "--runs", runs, "--quiet")
+    # one model and the `quick` dynamic-evaluation grid (the whole smoke table and grid cost
+    # minutes; every model, and the search over batch 1 and Krause's rule, are tested elsewhere)
+    r = run(TABLE1, "--scale", "smoke", "--models", "dual_lstm", "--dyneval-grid", "quick",
+            "--out", out, "--runs", runs, "--quiet")
     assert r.returncode == 0, r.stderr[-3000:]
     path = os.path.join(out, "table1_ptb_smoke.csv")
     table = rows(path)
@@ -42,14 +44,16 @@ def test_table1_smoke_end_to_end_and_resume(tmp_path):
         assert t["scale"] == "smoke" and t["commit"] and t["device"] and t["date"]
         assert "widths" in t["departures"] and "dyneval batch size" in t["departures"]
         assert t["optimizer"] == "paper_nadam" and t["command"].startswith("experiments/table1.py")
-        assert t["dyneval_method"] in ("paper_nadam", "rms") and int(t["dyneval_batch_size"]) in (1, 8)
+        assert t["dyneval_method"] == "paper_nadam" and int(t["dyneval_batch_size"]) == 8
+        assert t["command"].endswith("--dyneval-grid quick")
     trials = rows(os.path.join(out, "table1_ptb_smoke_dyneval.csv"))
-    assert {int(t["batch_size"]) for t in trials} == {1, 8}
-    assert {t["method"] for t in trials} == {"paper_nadam", "rms"}
+    assert len(trials) == 6 and {int(t["batch_size"]) for t in trials} == {8}
+    assert {float(t["beta_1"]) for t in trials} == {0.0, 0.9}
     assert float(table[0]["paper_test_ppl"]) == 59.39  # from results/paper/dual_table1.csv
     assert os.path.getsize(os.path.join(out, "table1_ptb_smoke_history.png")) > 1000
     before = open(path).read()
-    r = run(TABLE1, "--scale", "smoke", "--models", "dual_lstm", "--out", out, "--runs", runs)
+    r = run(TABLE1, "--scale", "smoke", "--models", "dual_lstm", "--dyneval-grid", "quick",
+            "--out", out, "--runs", runs)
     assert r.returncode == 0 and "skipped" in r.stdout and open(path).read() == before
 
 
@@ -82,6 +86,7 @@ def test_table1_out_not_writable(tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--out" in r.stderr
 
 
+@pytest.mark.slow
 def test_params_script(tmp_path):
     out = str(tmp_path / "params.csv")
     r = run(PARAMS, "--out", out)
@@ -120,7 +125,6 @@ def test_preset_json_round_trip(tmp_path):
 SCRN = os.path.join(ROOT, "experiments", "scrn.py")
 
 
-@pytest.mark.slow
 def test_scrn_table2_smoke_end_to_end_and_resume(tmp_path):
     out, runs = str(tmp_path / "out"), str(tmp_path / "runs")
     r = run(SCRN, "--table", "2", "--scale", "smoke", "--models", "40x10", "--out", out,

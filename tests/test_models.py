@@ -77,6 +77,7 @@ def test_save_and_load_round_trip(name, tmp_path, rng):
                                   keras.ops.convert_to_numpy(model(ids)))
 
 
+@pytest.mark.once
 @pytest.mark.jax
 def test_regularizers_reach_the_loss():
     cfg = presets.table1("dual_mdlstm", "ptb", "smoke").model.replace(

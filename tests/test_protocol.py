@@ -114,6 +114,7 @@ def test_train_seed_decides_the_dropout_masks(ptb):
     assert any(not np.array_equal(x, y) for x, y in zip(runs["a"], runs["c"]))
 
 
+@pytest.mark.once
 @pytest.mark.jax
 def test_windows_protocol_scores_each_window_from_zero(ptb):
     model = scrambled(tiny(dropout=0.0))
@@ -136,6 +137,7 @@ def test_windows_protocol_scores_each_window_from_zero(ptb):
         evaluate.search(model, tokens, 4, seq_lens=[5, 10], protocol="carry")
 
 
+@pytest.mark.once
 @pytest.mark.jax
 def test_training_without_carry_starts_every_window_from_zero(ptb):
     """With a learning rate too small to move the weights, an epoch's training NLL equals the
@@ -192,6 +194,7 @@ def test_batch_one_adapts_more_than_batch_eight(lm, ptb, rng):
     assert b1 < b8 < static
 
 
+@pytest.mark.once
 @pytest.mark.jax
 def test_dyneval_search_over_batches_and_rules(lm, ptb):
     tokens = np.tile(ptb.valid[:50], 8)

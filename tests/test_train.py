@@ -40,6 +40,7 @@ class Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt("simulated kill after the first epoch's checkpoint")
 
 
+@pytest.mark.once
 def test_resume_after_interruption_matches_uninterrupted_run(ptb, tmp_path):
     preset = presets.table1("dual_mdlstm", "ptb", "smoke")  # all dropouts on: RNG state matters
     tc = preset.train.replace(epochs=2, max_tokens=6_000)
@@ -128,6 +129,7 @@ SGD = TrainConfig(epochs=6, batch_size=4, seq_len=10, optimizer="sgd", learning_
                   lr_decay=0.5, global_clipnorm=5.0)
 
 
+@pytest.mark.once
 def test_plateau_schedule_halves_when_validation_stalls(monkeypatch):
     result, seen = tiny_run(monkeypatch, SCRIPT, SGD)
     assert seen == [0.8, 0.8, 0.8, 0.4, 0.4, 0.2]

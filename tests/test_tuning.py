@@ -254,6 +254,7 @@ def search_main(monkeypatch):
     sys.path.remove(os.path.join(ROOT, "tuning"))
 
 
+@pytest.mark.slow
 def test_a_failing_trial_stops_the_search_with_its_error(tmp_path, monkeypatch, capsys,
                                                          search_main):
     def broken(self, *a, **k):
@@ -287,6 +288,7 @@ def test_diverging_trials_are_failed_and_reported_as_such(tmp_path, monkeypatch,
     assert all("nan" in t["result"]["message"] for t in read_trials(d))
 
 
+@pytest.mark.slow
 def test_get_best_models_loads_the_trained_weights(tmp_path):
     from dualrnn import data
     from dualrnn.evaluate import perplexity
@@ -317,6 +319,7 @@ def test_bad_arguments_fail_in_one_line(tmp_path, args, match):
     assert not d.exists()
 
 
+@pytest.mark.slow
 def test_transfer_from_a_search_without_finished_trials_fails(tmp_path):
     src = tmp_path / "ers"
     src.mkdir()
