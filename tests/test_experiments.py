@@ -125,6 +125,7 @@ def test_preset_json_round_trip(tmp_path):
 SCRN = os.path.join(ROOT, "experiments", "scrn.py")
 
 
+@pytest.mark.slow
 def test_scrn_table2_smoke_end_to_end_and_resume(tmp_path):
     out, runs = str(tmp_path / "out"), str(tmp_path / "runs")
     r = run(SCRN, "--table", "2", "--scale", "smoke", "--models", "40x10", "--out", out,

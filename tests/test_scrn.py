@@ -157,6 +157,7 @@ def test_every_cell_fast_equals_reference(name, dropout, rng):
     check_fast_equals_reference(cfg if dropout else cfg.without_regularization(), rng)
 
 
+@pytest.mark.once
 @pytest.mark.parametrize("name", CELL_CONFIGS)
 def test_every_cell_save_and_load(name, tmp_path, rng):
     model = dualrnn.build_model(CELL_CONFIGS[name], VOCAB, seed=2)

@@ -126,6 +126,7 @@ def test_bad_implementation():
         dualrnn.build_model(cfg, VOCAB, unroll=3)
 
 
+@pytest.mark.once
 def test_switch_survives_save_and_load(tmp_path, rng):
     cfg = presets.table1("dual_mdlstm", "ptb", "smoke").model
     ref, fast = pair(cfg)
