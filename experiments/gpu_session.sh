@@ -252,7 +252,9 @@ reproduce)
     small_pid=$!
     scrn_table2 $((total - 10)) > scrn_table2.log 2>&1 &
     scrn_pid=$!
-    SWEEP_MEM=${SWEEP_MEM:-0.6} sweep ers "${2:-2}" "$total"
+    # JAX memory fractions: sweep 0.5 + small pair 2 x 0.1 + SCRN 4 x 0.05 = 0.9 of the card (the
+    # first run gave the sweep 0.6: the fractions summed to 1.0 and a worker ran out of memory)
+    SWEEP_MEM=${SWEEP_MEM:-0.5} sweep ers "${2:-2}" "$total"
     wait "$small_pid" || echo "small pair stopped (exit $?)"
     wait "$scrn_pid" || echo "SCRN Table 2 stopped (exit $?)"
     cat small_pair.log scrn_table2.log
