@@ -90,32 +90,30 @@ def run_preset(preset, corpus, run_dir=None, dyneval_search=None, seed=0, verbos
         for protocol in evaluate.PROTOCOLS:
             row[f"{split}_ppl_{protocol}"] = evaluate.perplexity(
                 model, tokens, ev.batch_size, ev.seq_len, ev.temperature, protocol=protocol)
-    if not dynamic:   # a table without dynamic evaluation (the SCRN paper's)
-        row["eval_seconds"] = round(time.time() - t0, 1)
-        for k in RESULT_FIELDS[:4]:
-            if not math.isfinite(row[k]):
-                raise FloatingPointError(f"{k} of {preset.name} is {row[k]}")
-            row[k] = round(row[k], 3)
-        out = list(preset.departures) + (
-            ["training windows start from the zero state"] if not preset.train.carry_state else [])
-        row["departures"] = "; ".join(out) or "none"
-        return row, result.history, model, []
-    space, rms_tokens = dyneval_space(preset, dyneval_search)
-    rms = None
-    if space.get("rms_lrs"):
-        rms = dyneval.gradient_rms(model, _truncate(corpus.train, rms_tokens))
-    best, trials = dyneval.search(model, valid, rms=rms, temperature=ev.temperature,
-                                  verbose=verbose, **space)
-    row["dyn_valid_ppl"] = best["ppl"]
-    row["dyn_test_ppl"] = dyneval.dynamic_eval(
-        model, test, temperature=ev.temperature, rms=rms,
-        **{k: best[k] for k in dyneval.TRIAL_FIELDS if k != "method"}, method=best["method"])
-    row.update({f"dyneval_{k}": best[k] for k in dyneval.TRIAL_FIELDS})
+    trials = []
+    if dynamic:
+        space, rms_tokens = dyneval_space(preset, dyneval_search)
+        rms = None
+        if space.get("rms_lrs"):
+            rms = dyneval.gradient_rms(model, _truncate(corpus.train, rms_tokens))
+        best, trials = dyneval.search(model, valid, rms=rms, temperature=ev.temperature,
+                                      verbose=verbose, **space)
+        row["dyn_valid_ppl"] = best["ppl"]
+        row["dyn_test_ppl"] = dyneval.dynamic_eval(
+            model, test, temperature=ev.temperature, rms=rms,
+            **{k: best[k] for k in dyneval.TRIAL_FIELDS if k != "method"}, method=best["method"])
+        row.update({f"dyneval_{k}": best[k] for k in dyneval.TRIAL_FIELDS})
+        reduced = dyneval_search is None or dyneval_search != presets.DYNEVAL_SEARCH["full"]
+        departures = protocol_departures(preset, best, space, reduced)
+    else:             # a table without dynamic evaluation (the SCRN paper's)
+        departures = list(preset.departures) + (
+            [] if preset.train.carry_state else ["training windows start from the zero state"])
     row["eval_seconds"] = round(time.time() - t0, 1)
     for k in RESULT_FIELDS:
+        if k not in row:
+            continue
         if not math.isfinite(row[k]):
             raise FloatingPointError(f"{k} of {preset.name} is {row[k]}")
         row[k] = round(row[k], 3)
-    reduced = dyneval_search is None or dyneval_search != presets.DYNEVAL_SEARCH["full"]
-    row["departures"] = "; ".join(protocol_departures(preset, best, space, reduced))
+    row["departures"] = "; ".join(departures) or "none"
     return row, result.history, model, trials

@@ -106,9 +106,14 @@ class PlateauSchedule:
     def __init__(self, factor, stop_after=None):
         self.factor, self.stop_after = factor, stop_after
 
+    def decays(self, state, valid_ppl):
+        """Whether the epoch just ended decays the rate: its validation perplexity is not below
+        the best so far."""
+        return valid_ppl >= state["best_valid_ppl"]
+
     def after_epoch(self, state, valid_ppl, stream):
         """Apply the rule for one epoch (before ``state`` takes in its validation result)."""
-        if valid_ppl >= state["best_valid_ppl"]:
+        if self.decays(state, valid_ppl):
             state["lr"] *= self.factor
             state["lr_decays"] += 1
             stream.optimizer.learning_rate = state["lr"]
@@ -128,13 +133,8 @@ class StepSchedule(PlateauSchedule):
         super().__init__(factor, stop_after)
         self.after = after
 
-    def after_epoch(self, state, valid_ppl, stream):
-        if state["epoch"] + 1 >= self.after:      # state["epoch"]: the epochs before this one
-            state["lr"] *= self.factor
-            state["lr_decays"] += 1
-            stream.optimizer.learning_rate = state["lr"]
-        if self.finished(state):
-            stream.stop_training = True
+    def decays(self, state, valid_ppl):
+        return state["epoch"] + 1 >= self.after   # state["epoch"]: the epochs before this one
 
 
 def make_schedule(config):
@@ -183,8 +183,7 @@ def load_trained(path):
         raise ValueError(f"checkpoint {path!r} does not exist")
     with np.load(path) as z:
         state = json.loads(str(z["state"]))
-        best = [z[k] for k in sorted((k for k in z.files if k.startswith("best_")),
-                                     key=lambda k: int(k[5:]))]
+        best = [z[f"best_{i}"] for i in range(sum(k.startswith("best_") for k in z.files))]
     ident = state["identity"]
     model = build_model(ModelConfig.from_dict(ident["model"]), ident["vocab_size"])
     model.build()
