@@ -84,7 +84,7 @@ def run_preset(preset, corpus, run_dir=None, dyneval_search=None, seed=0, verbos
                    eval_seq_len=ev.seq_len, checkpoint_dir=run_dir, verbose=verbose)
     t0 = time.time()
     row = {"params": count_params(model), "epochs": result.epochs,
-           "best_epoch": result.best_epoch, "train_seconds": round(result.wall_time, 1),
+           "best_epoch": result.best_epoch, "lr_decays": result.lr_decays, "train_seconds": round(result.wall_time, 1),
            "eval_seq_len": ev.seq_len, "temperature": ev.temperature}
     for split, tokens in (("valid", valid), ("test", test)):
         for protocol in evaluate.PROTOCOLS:

@@ -38,6 +38,7 @@ class TrainResult:
     epochs: int              # epochs finished (including those of earlier, interrupted runs)
     wall_time: float         # seconds of training and validation, all runs together
     resumed_from: int        # epoch the last run resumed from (0: started afresh)
+    lr_decays: int = 0       # times the learning-rate schedule decayed the rate
 
 
 def _to_numpy(variables):
@@ -283,4 +284,5 @@ def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_siz
         v.assign(a)
     return TrainResult(history=state["history"], best_epoch=state["best_epoch"],
                        best_valid_ppl=state["best_valid_ppl"], epochs=state["epoch"],
-                       wall_time=state["wall_time"], resumed_from=resumed_from)
+                       wall_time=state["wall_time"], resumed_from=resumed_from,
+                       lr_decays=state["lr_decays"])

@@ -103,18 +103,6 @@ def plot(history_rows, path, title):
     plt.close(fig)
 
 
-def lr_decays(history, after=None):
-    """How many times the schedule decayed the rate: the plateau rule's epochs not below the
-    best before them, or (``after = N``) the epochs from the N-th on."""
-    if after is not None:
-        return sum(1 for h in history if h["epoch"] >= after)
-    best, n = float("inf"), 0
-    for h in history:
-        n += h["valid_ppl"] >= best
-        best = min(best, h["valid_ppl"])
-    return n
-
-
 def pct(ours, paper):
     """Our number's difference from the paper's, in % of the paper's ("" without one)."""
     return "" if paper in (None, "") else round(100.0 * (ours - paper) / paper, 2)
@@ -178,7 +166,7 @@ def main(argv=None):
                    mikolov_code_valid_ppl=pp.get("mikolov_code_valid_ppl", ""),
                    mikolov_code_test_ppl=pp.get("mikolov_code_test_ppl", ""),
                    epochs=row["epochs"], best_epoch=row["best_epoch"],
-                   lr_decays=lr_decays(hist, preset.train.lr_decay_after),
+                   lr_decays=row["lr_decays"],
                    stop_after_decays=args.stop_after_decays or "",
                    train_seconds=row["train_seconds"],
                    seconds_per_epoch=round(sum(h["seconds"] for h in hist) / max(len(hist), 1), 1),

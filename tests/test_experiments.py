@@ -170,17 +170,6 @@ def test_scrn_script_bad_input(args, needle, tmp_path):
     assert not os.path.exists(out)
 
 
-def test_scrn_lr_decays_counts_the_plateau_rule():
-    sys.path.insert(0, os.path.join(ROOT, "experiments"))
-    from scrn import lr_decays
-
-    valid = [200, 150, 150, 140, 141, 139, 139.5, 130]   # not below the best: epochs 3, 5, 7
-    assert lr_decays([{"valid_ppl": v} for v in valid]) == 3
-    assert lr_decays([]) == 0
-    # the fixed schedule (Table 3, VD: "after 10 epochs"): every epoch from the 10th on
-    assert lr_decays([{"epoch": e, "valid_ppl": 100.0 - e} for e in range(1, 13)], 10) == 3
-
-
 @pytest.mark.slow
 def test_scrn_table4_smoke_end_to_end(tmp_path):
     out = str(tmp_path / "out")

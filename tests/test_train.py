@@ -134,7 +134,7 @@ def test_plateau_schedule_halves_when_validation_stalls(monkeypatch):
     result, seen = tiny_run(monkeypatch, SCRIPT, SGD)
     assert seen == [0.8, 0.8, 0.8, 0.4, 0.4, 0.2]
     assert [h["lr"] for h in result.history] == seen
-    assert result.best_epoch == 6
+    assert result.best_epoch == 6 and result.lr_decays == 2
     # the decayed rate is the one the optimizer steps with: the same run without a plateau
     # trains alike for three epochs, then differently
     steady, _ = tiny_run(monkeypatch, [100.0, 90.0, 80.0, 70.0, 60.0, 50.0], SGD)
@@ -151,6 +151,7 @@ def test_step_schedule_decays_after_epoch_n_whatever_validation_says(monkeypatch
                             SGD.replace(lr_decay=0.5, lr_decay_after=3))
     assert seen == [0.8, 0.8, 0.8, 0.4, 0.2, 0.1]
     assert [h["lr"] for h in result.history] == seen
+    assert result.lr_decays == 4                # after epochs 3-6 (the last one's too)
     _, seen = tiny_run(monkeypatch, SCRIPT, SGD.replace(lr_decay=0.5, lr_decay_after=5))
     assert seen == [0.8] * 5 + [0.4]                    # stalls before epoch 5 change nothing
 
