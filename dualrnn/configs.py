@@ -14,7 +14,10 @@ DROPOUT_MASKS = ("step", "sequence", "batch")
 L2_FIELDS = ("embedding_l2", "recurrent_input_l2", "recurrent_l2", "activation_l2", "dual_l2",
              "mogrifier_l2")
 DROPOUT_FIELDS = ("input_dropout", "recurrent_dropout", "internal_dropout", "output_dropout",
-                  "dual_input_dropout", "dual_output_dropout", "mogrifier_dropout")
+                  "dual_input_dropout", "dual_output_dropout", "mogrifier_dropout",
+                  "weight_dropout", "embedding_dropout")
+# AWD-LSTM sec. 4.6: activation regularisation (AR, alpha) and temporal AR (TAR, beta).
+ACTIVATION_FIELDS = ("activation_regularization", "temporal_activation_regularization")
 
 
 def _fail(name, value, allowed):
@@ -59,6 +62,16 @@ class ModelConfig:
     each SCRN ``[s; h]`` (SCRN Table 5, "- dropout of context"). ``sobolev = beta > 0`` adds SCRN
     eq. (10), ``beta * sum_t ||dh_t/dh_{t-1}||_F^2`` (in its closed form, sec. 7) for every SCRN
     layer to the training loss, summed over the window and averaged over the batch.
+
+    AWD-LSTM (Merity et al. 2018): ``cell="weight_drop_lstm"`` with ``weight_dropout = p``
+    (DropConnect on each layer's recurrent matrix, one mask per call, sec. 2); with
+    ``dropout_masks="sequence"`` the input, between-layer and output dropouts are its locked
+    dropout (sec. 4.2); ``embedding_dropout`` drops whole words of the embedding (sec. 4.2);
+    ``activation_regularization = alpha`` adds ``alpha * mean(m * h_T^2)`` on the last layer's
+    *dropped* output and ``temporal_activation_regularization = beta`` adds ``beta *
+    mean((h_t - h_{t-1})^2)`` on its undropped output (sec. 4.6; means over batch, window and
+    units, as in the authors' code, whatever ``TrainConfig.loss`` is). ``bidirectional=True`` is
+    refused: a bidirectional network reads the word it must predict (see ``dualrnn.checks``).
     """
 
     architecture: str = "ers"                 # "ers" (eq. 1-3) or "dual" (eq. 4-7)
@@ -94,6 +107,11 @@ class ModelConfig:
     dropout_masks: str = "step"               # input/internal/output dropout: step/sequence/batch
     scrn_drop_context: bool = True            # SCRN: those dropouts also drop s of [s; h]
     sobolev: float = 0.0                      # SCRN eq. (10): beta of the Jacobian penalty
+    weight_dropout: float = 0.0               # AWD: DropConnect on U (cell="weight_drop_lstm")
+    embedding_dropout: float = 0.0            # AWD sec. 4.2: whole embedding rows dropped
+    activation_regularization: float = 0.0    # AWD sec. 4.6: AR alpha (last layer, dropped)
+    temporal_activation_regularization: float = 0.0  # AWD sec. 4.6: TAR beta (undropped)
+    bidirectional: bool = False               # always refused: a leak for next-word prediction
 
     def __post_init__(self):
         object.__setattr__(self, "recurrent_units", tuple(self.recurrent_units))
@@ -117,7 +135,7 @@ class ModelConfig:
         depth = {1: "", 2: "d"}.get(self.num_layers, f"{self.num_layers}x")
         if self.cell_name == "scrn":
             return f"{depth}scrn"
-        prefix = "m" if self.cell_name == "mogrifier" else ""
+        prefix = {"mogrifier": "m", "weight_drop_lstm": "wd"}.get(self.cell_name, "")
         return f"{prefix}{depth}lstm" if prefix or depth else "lstm"
 
     @property
@@ -173,6 +191,18 @@ class ModelConfig:
             _fail("dual_input_dropout_on", self.dual_input_dropout_on,
                   f"one of {DUAL_INPUT_DROPOUT_ON}")
         self._validate_cell()
+        for f in ACTIVATION_FIELDS:
+            v = getattr(self, f)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0:
+                _fail(f, v, "a non-negative number (0: off)")
+        if self.embedding_dropout and not self.embedding_units:
+            _fail("embedding_dropout", self.embedding_dropout,
+                  "0 without an embedding (embedding_units=0)")
+        if self.bidirectional is not False:
+            _fail("bidirectional", self.bidirectional,
+                  "False: a bidirectional network reads the word it must predict (its backward "
+                  "half has seen it), so its next-word perplexity is a leak, not a result "
+                  "(the biLSTM of the AWD-GRU/biLSTM report; dualrnn.checks.assert_causal)")
         if not isinstance(self.tied, bool):
             _fail("tied", self.tied, "True or False")
         if not isinstance(self.output_bias, bool):
@@ -198,6 +228,9 @@ class ModelConfig:
         name = self.cell_name
         if name != "mogrifier" and self.mogrifier_rounds:
             _fail("mogrifier_rounds", self.mogrifier_rounds, f"0 with cell={name!r}")
+        if name != "weight_drop_lstm" and self.weight_dropout:
+            _fail("weight_dropout", self.weight_dropout,
+                  f"0 with cell={name!r} (weight dropout needs cell='weight_drop_lstm')")
         if self.dropout_masks not in DROPOUT_MASKS:
             _fail("dropout_masks", self.dropout_masks, f"one of {DROPOUT_MASKS}")
         if not isinstance(self.scrn_drop_context, bool):
@@ -228,7 +261,8 @@ class ModelConfig:
 
     def without_regularization(self) -> "ModelConfig":
         """The same network with every L2 and dropout off (for evaluation and dynamic evaluation)."""
-        return self.replace(sobolev=0.0, **{f: 0.0 for f in L2_FIELDS + DROPOUT_FIELDS})
+        return self.replace(sobolev=0.0,
+                            **{f: 0.0 for f in L2_FIELDS + DROPOUT_FIELDS + ACTIVATION_FIELDS})
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -9,6 +9,7 @@ from keras import ops
 
 from dualrnn.configs import ModelConfig
 from dualrnn.layers import DualHead, TiedEmbedding, fused, registry
+from dualrnn.layers.dropout import EmbeddingDropout
 from dualrnn.layers.registry import l2 as _l2
 
 IMPLEMENTATIONS = ("fast", "reference")
@@ -48,8 +49,9 @@ class LanguageModel(keras.Model):
     ``REC`` is one sequence layer per entry of ``recurrent_units``, of the cell that
     ``ModelConfig.cell_name`` names in ``layers.registry``: ``keras.layers.LSTM`` (LSTM eq. 8-14,
     dLSTM eq. 15-18), a ``keras.layers.RNN`` of ``MogrifierLSTMCell`` (mLSTM eq. 21, mdLSTM eq.
-    22-23) or of ``SCRNCell`` (SCRN eq. 1-2, stacked per eq. 6-7, ``[s; h]`` fed to the next
-    layer). By default the output is tied to the embedding, without bias (``ModelConfig.tied``,
+    22-23), of ``SCRNCell`` (SCRN eq. 1-2, stacked per eq. 6-7, ``[s; h]`` fed to the next
+    layer) or a ``WeightDropLSTM`` (AWD-LSTM sec. 2; with ``embedding_dropout``, locked dropouts
+    and AR/TAR: AWD-LSTM sec. 4). By default the output is tied to the embedding, without bias (``ModelConfig.tied``,
     ``output_bias``; a tied SCRN multiplies ``h`` by ``W^ex^T`` and ``s`` by its own ``U``, SCRN
     eq. 8 with ``V = E^T``). With ``embedding_units=0`` (an untied SCRN) there is no embedding:
     the first layer's ``x_t A`` and ``x_t B`` are lookups of the ids in two |V|-row tables
@@ -142,6 +144,11 @@ class LanguageModel(keras.Model):
         if cfg.output_bias:
             self.output_bias = self.add_weight(shape=(vocab_size,), name="output_bias",
                                                initializer=registry.initializer(cfg, "zeros"))
+        # New in 0.4.0 (last, and only when used: earlier models keep their layout).
+        self.embedding_drop = None
+        if cfg.embedding_dropout:
+            self.embedding_drop = EmbeddingDropout(cfg.embedding_dropout, vocab_size,
+                                                   name="embedding_dropout")
 
     def initial_states(self, batch_size):
         """Zero states for ``batch_size`` streams, in ``state_shapes`` order."""
@@ -172,6 +179,8 @@ class LanguageModel(keras.Model):
         unroll = fused.default_unroll() if self.unroll is None else self.unroll
         if self.embedding is not None:
             e = self.embedding(ids)                                      # eq. (1)/(4)
+            if self.embedding_drop is not None:                          # AWD sec. 4.2
+                e = self.embedding_drop(ids, e, training=training)
         else:
             e = ops.concatenate([t(ids) for t in self.input_tables], axis=-1)
         x = self.input_drop(e, training=training)
@@ -201,6 +210,13 @@ class LanguageModel(keras.Model):
                     layer.cell, x[..., self._context_width(i):]))
         r = self._drop(self.output_drop, x, self._context_width(len(self.recurrent_layers) - 1),
                        training)
+        if training and cfg.activation_regularization:                  # AR, AWD sec. 4.6
+            self.add_loss(cfg.activation_regularization
+                          * ops.mean(ops.square(ops.cast(r, "float32"))))
+        if (training and cfg.temporal_activation_regularization          # TAR, AWD sec. 4.6
+                and (x.shape[1] is None or x.shape[1] > 1)):
+            step = ops.cast(x[:, 1:] - x[:, :-1], "float32")
+            self.add_loss(cfg.temporal_activation_regularization * ops.mean(ops.square(step)))
         if self.dual is not None:                                        # eq. (6)
             skip = e if cfg.dual_embedding == "raw" else self.input_drop(e, training=training)
             skip = self.dual_embedding_drop(skip, training=training)

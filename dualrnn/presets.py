@@ -245,6 +245,30 @@ def scrn_stacked(name: str, dataset: str = "ptb", size: str = "small",
     return at_scale(preset, scale)
 
 
+# AWD-LSTM (Merity et al. 2018, sec. 5 and the authors' salesforce/awd-lstm-lm README): three
+# weight-dropped LSTM layers 1150/1150/400 over a 400-wide embedding, tied output with a bias
+# (the authors' decoder is an nn.Linear), locked dropout on the embedding output (input 0.4 PTB /
+# 0.65 WT2), between layers (0.25 / 0.2) and on the last output (0.4), embedding dropout 0.1,
+# weight dropout 0.5 on every recurrent matrix, AR alpha 2, TAR beta 1.
+AWD_LSTM_SIZES = dict(embedding_units=400, recurrent_units=(1150, 1150, 400))
+AWD_LSTM_DROPOUT = {
+    "ptb": dict(output_dropout=0.4, internal_dropout=0.25, input_dropout=0.4,
+                embedding_dropout=0.1, weight_dropout=0.5),
+    "wikitext-2": dict(output_dropout=0.4, internal_dropout=0.2, input_dropout=0.65,
+                       embedding_dropout=0.1, weight_dropout=0.5),
+}
+
+
+def awd_lstm_model(dataset: str = "ptb") -> ModelConfig:
+    """The AWD-LSTM network of AWD-LSTM sec. 5 on ``dataset`` (the model only; its NT-ASGD
+    training is not built yet). Parameters: see ``experiments/params.py``."""
+    _check("dataset", dataset, DATASETS)
+    return ModelConfig(cell="weight_drop_lstm", tied=True, output_bias=True,
+                       dropout_masks="sequence", activation_regularization=2.0,
+                       temporal_activation_regularization=1.0, **AWD_LSTM_SIZES,
+                       **AWD_LSTM_DROPOUT[dataset]).validate()
+
+
 # What each scale changes. "full" is the paper's setting unchanged (for a GPU).
 SMOKE = dict(train_tokens=20_000, eval_tokens=4_000, epochs=1, batch_size=8, width=32,
              mogrifier_rank=8)

@@ -144,6 +144,11 @@ CELL_CONFIGS = {
         cell="scrn", embedding_units=8, recurrent_units=(8, 8), context_units=(3, 2),
         input_dropout=0.2, recurrent_dropout=0.2, internal_dropout=0.2, output_dropout=0.2,
         dropout_masks="sequence", scrn_drop_context=False, sobolev=0.01, output_bias=True),
+    "awd_lstm": ModelConfig(                        # AWD-LSTM sec. 2-4: every regulariser
+        cell="weight_drop_lstm", embedding_units=8, recurrent_units=(6, 8), weight_dropout=0.5,
+        embedding_dropout=0.2, input_dropout=0.2, internal_dropout=0.2, output_dropout=0.2,
+        dropout_masks="sequence", activation_regularization=2.0,
+        temporal_activation_regularization=1.0, output_bias=True),
 }
 
 

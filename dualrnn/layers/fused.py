@@ -39,9 +39,10 @@ def _masks(cell, x0, h0):
     rdp = cell.get_recurrent_dropout_mask(h0)
     mog_x = getattr(cell, "_mog_x_masks", None)
     mog_h = getattr(cell, "_mog_h_masks", None)
+    weight = getattr(cell, "_weight_mask", None)     # WeightDropLSTMCell: this call's mask of U
     cell.reset_dropout_mask()
     cell.reset_recurrent_dropout_mask()
-    return dp, rdp, mog_x, mog_h
+    return dp, rdp, mog_x, mog_h, weight
 
 
 def _as_list4(mask):
@@ -113,12 +114,14 @@ def _lstm_inputs(cell, x, initial_state, training):
         h0 = c0 = ops.zeros((batch, cell.units), dtype)
     else:
         h0, c0 = (ops.cast(s, dtype) for s in initial_state)
-    dp, rdp, mog_x, mog_h = _masks(cell, x[:, 0, :], h0)
+    dp, rdp, mog_x, mog_h, weight_mask = _masks(cell, x[:, 0, :], h0)
     use_dp = bool(training) and 0.0 < cell.dropout < 1.0 and dp is not None
     use_rdp = bool(training) and 0.0 < cell.recurrent_dropout < 1.0 and rdp is not None
     mog_drop = bool(training) and getattr(cell, "mogrifier_dropout", 0.0) > 0 and mog_x is not None
     kernel = ops.cast(ops.convert_to_tensor(cell.kernel), dtype)
     recurrent = ops.cast(ops.convert_to_tensor(cell.recurrent_kernel), dtype)
+    if bool(training) and getattr(cell, "weight_dropout", 0.0) > 0 and weight_mask is not None:
+        recurrent = recurrent * ops.cast(weight_mask, dtype)   # one DropConnect mask per call
     bias = ops.cast(ops.convert_to_tensor(cell.bias), dtype) if cell.use_bias else None
     xs = ops.transpose(x, (1, 0, 2))                                   # time-major (T, B, D)
     return (xs, h0, c0, kernel, recurrent, bias, dp if use_dp else None,
@@ -131,6 +134,12 @@ def lstm_sequence(cell, x, initial_state=None, training=False, unroll=False):
                                                                    training)
     ys, h, c = _lstm_sequence(cell, xs, h0, c0, kernel, recurrent, bias, dp, rdp, unroll)
     return ops.transpose(ys, (1, 0, 2)), h, c
+
+
+def weight_drop_lstm_sequence(cell, x, initial_state=None, training=False, unroll=False):
+    """The fused kernel of ``WeightDropLSTMCell``: the LSTM's, with the recurrent matrix masked
+    once for the whole call (``U * M / (1 - p)``, AWD-LSTM sec. 2); ``(outputs, h_T, c_T)``."""
+    return lstm_sequence(cell, x, initial_state, training=training, unroll=unroll)
 
 
 def mogrifier_sequence(cell, x, initial_state=None, training=False, unroll=False):
@@ -172,7 +181,7 @@ def scrn_sequence(cell, x, initial_state=None, training=False, unroll=False):
         s0 = ops.zeros((batch, cell.context_units), dtype)
     else:
         h0, s0 = (ops.cast(s, dtype) for s in initial_state)
-    dp, rdp, _, _ = _masks(cell, x[:, 0, :], h0)
+    dp, rdp, *_ = _masks(cell, x[:, 0, :], h0)
     xs = ops.transpose(x, (1, 0, 2))                                   # (T, B, D)
     if bool(training) and 0.0 < cell.dropout < 1.0 and dp is not None:
         xs = xs * dp

@@ -3,7 +3,10 @@
 An entry (``CellSpec``) declares, for one ``ModelConfig.cell`` name:
 
 * ``cell_class``: the Keras RNN cell holding the one-step math (its ``call``), its weights and
-  its dropout masks (``get_dropout_mask``/``get_recurrent_dropout_mask``: the per-call hook);
+  its dropout masks (``get_dropout_mask``/``get_recurrent_dropout_mask``: the per-call hook,
+  which ``keras.layers.RNN`` and the fused kernels call once before the loop; a cell that masks
+  its *weights* once per call draws that mask there too, e.g. ``WeightDropLSTMCell``'s
+  ``get_weight_dropout_mask``, and forgets it in ``reset_recurrent_dropout_mask``);
 * ``make_cell(config, index, units)``: the cell of recurrent layer ``index`` of a ``ModelConfig``
   (read by attribute: this module does not import the configs);
 * ``make_layer(config, index, units, name)`` (optional): the Keras layer running that cell over a
@@ -111,6 +114,7 @@ def _register_builtins():
     from dualrnn.layers import fused
     from dualrnn.layers.mogrifier import MogrifierLSTMCell
     from dualrnn.layers.scrn import SCRNCell
+    from dualrnn.layers.weight_drop import WeightDropLSTM, WeightDropLSTMCell
 
     register(CellSpec(
         "lstm", keras.layers.LSTMCell, prefix="lstm",
@@ -142,6 +146,14 @@ def _register_builtins():
             kernel_regularizer=l2(cfg.recurrent_input_l2),
             recurrent_regularizer=l2(cfg.recurrent_l2)),
         kernel=fused.scrn_sequence))
+    register(CellSpec(
+        "weight_drop_lstm", WeightDropLSTMCell, prefix="wdlstm",
+        make_cell=lambda cfg, i, units: WeightDropLSTMCell(
+            units, weight_dropout=cfg.weight_dropout, **_lstm_kwargs(cfg)),
+        make_layer=lambda cfg, i, units, name: WeightDropLSTM(
+            units, weight_dropout=cfg.weight_dropout, return_sequences=True, return_state=True,
+            name=name, **_lstm_kwargs(cfg)),
+        kernel=fused.weight_drop_lstm_sequence))
 
 
 _register_builtins()
