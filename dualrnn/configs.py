@@ -287,7 +287,7 @@ class ModelConfig:
         return cls(**d).validate()
 
 
-OPTIMIZERS = ("paper_nadam", "nadam", "sgd")
+OPTIMIZERS = ("paper_nadam", "nadam", "sgd", "nt_asgd")
 LOSSES = ("mean", "sum_steps")
 
 
@@ -314,6 +314,14 @@ class TrainConfig:
     window's steps, averaged over the batch: ``seq_len`` times the mean, what the SCRN authors'
     TensorFlow code and the TensorFlow PTB tutorial minimise and what their learning rate refers
     to).
+
+    ``optimizer="nt_asgd"``: non-monotonically triggered averaged SGD (AWD-LSTM sec. 3,
+    Algorithm 1; ``optimizers.AveragedSGD``): SGD until, after an epoch, the validation
+    perplexity is worse than the best of all epochs but the last ``nonmono`` (n = 5), then SGD
+    with averaged iterates; from then on validation, the best weights, checkpoints' best and the
+    final model are the averaged weights. ``finetune=True`` is the authors' fine-tuning stage:
+    averaging from the first step, and training stops after the first epoch at which the same
+    rule fires (with ``train(..., init_from=...)``). ``weight_decay`` (AWD-LSTM: 1.2e-6).
     """
 
     epochs: int = 100
@@ -331,6 +339,9 @@ class TrainConfig:
     stop_after_decays: int | None = None
     loss: str = "mean"                # "mean" or "sum_steps" (see above)
     lr_decay_after: int | None = None  # None: plateau rule; N: lr *= lr_decay after each epoch >= N
+    nonmono: int = 5                  # NT-ASGD's non-monotone interval n (AWD-LSTM Algorithm 1)
+    finetune: bool = False            # NT-ASGD: average from the first step, stop on the trigger
+    weight_decay: float = 0.0         # AWD-LSTM: 1.2e-6 (Keras's weight_decay; see make_optimizer)
 
     def validate(self) -> "TrainConfig":
         _check_int("epochs", self.epochs)
@@ -368,6 +379,15 @@ class TrainConfig:
                 _fail("lr_decay_after", self.lr_decay_after, "None without lr_decay")
         if self.loss not in LOSSES:
             _fail("loss", self.loss, f"one of {LOSSES}")
+        _check_int("nonmono", self.nonmono)
+        if not isinstance(self.finetune, bool):
+            _fail("finetune", self.finetune, "True or False")
+        if self.finetune and self.optimizer != "nt_asgd":
+            _fail("finetune", self.finetune, f"False with optimizer={self.optimizer!r} (fine-tuning "
+                  f"is NT-ASGD's: optimizer='nt_asgd')")
+        if (not isinstance(self.weight_decay, (int, float)) or isinstance(self.weight_decay, bool)
+                or not self.weight_decay >= 0):
+            _fail("weight_decay", self.weight_decay, "a non-negative number (0: none)")
         return self
 
     def replace(self, **changes) -> "TrainConfig":

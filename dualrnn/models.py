@@ -61,7 +61,8 @@ class LanguageModel(keras.Model):
     list, each layer's states in its cell's order: ``[h_1, c_1, h_2, c_2, ...]`` for LSTMs,
     ``[h_1, s_1, ...]`` for SCRNs; ``state_shapes`` gives their shapes) and returns
     ``(logits, final_states)``: the streaming evaluation and training carry them from window to
-    window.
+    window. ``return_hidden=True`` returns ``(logits, final_states, h)`` with ``h`` the last
+    recurrent layer's output before the output dropout (the neural cache's keys, ``cache.py``).
 
     ``implementation="fast"`` (default) runs each recurrent layer with the fused kernel that
     ``layers.registry`` holds for its cell (``layers.fused``: input projection over the whole
@@ -173,7 +174,8 @@ class LanguageModel(keras.Model):
             logits = logits + ops.cast(self.output_bias, logits.dtype)
         return logits
 
-    def call(self, ids, initial_states=None, return_states=False, training=False):
+    def call(self, ids, initial_states=None, return_states=False, training=False,
+             return_hidden=False):
         cfg = self.model_config
         fast = self.implementation == "fast"
         unroll = fused.default_unroll() if self.unroll is None else self.unroll
@@ -222,6 +224,8 @@ class LanguageModel(keras.Model):
             skip = self.dual_embedding_drop(skip, training=training)
             r = self.dual([skip, r], training=training, flat=fast)
         logits = self._logits(r, flat=fast)
+        if return_hidden:           # the last recurrent layer's undropped output (neural cache)
+            return logits, final, x
         return (logits, final) if return_states else logits
 
     def _context_width(self, i):

@@ -1,5 +1,6 @@
-"""Optimizers of the papers: the Nadam the Dual paper trained with, SGD (the SCRN paper's), and
-the choice between them (``make_optimizer``; the SCRN plateau schedule is ``train.train``'s).
+"""Optimizers of the papers: the Nadam the Dual paper trained with, SGD (the SCRN paper's),
+averaged SGD (AWD-LSTM's NT-ASGD; its trigger is ``train.train``'s), and the choice between them
+(``make_optimizer``; the SCRN plateau schedule is ``train.train``'s).
 
 The Dual paper (Dec 2021, sec. 3.2) trained with "the Nadam optimizer" of the Keras of its time,
 ``tf.keras.optimizers.Nadam`` of TensorFlow 2.x's optimizer_v2, whose momentum schedule is
@@ -89,12 +90,84 @@ def nadam(kind="paper_nadam", learning_rate=0.001, beta_1=0.9, clipnorm=None, **
     return cls(learning_rate=learning_rate, beta_1=beta_1, clipnorm=clipnorm or None, **kwargs)
 
 
+@keras.saving.register_keras_serializable(package="dualrnn")
+class AveragedSGD(keras.optimizers.SGD):
+    """SGD that keeps the running mean of its iterates once averaging is on (averaged SGD,
+    Polyak & Juditsky 1992; the "AvSGD" of AWD-LSTM sec. 3, Algorithm 1).
+
+    While averaging is off it is ``keras.optimizers.SGD``. From the step after ``start_averaging``
+    (or from the first step with ``averaging=True``), after each SGD step ``k = k + 1`` and
+    ``avg += (w - avg) / k`` for every weight ``w``: the first averaged step sets ``avg = w``, as
+    ``torch.optim.ASGD(t0=0, lambd=0)`` does, which the AWD-LSTM authors switch to. The averages,
+    ``k`` and the on/off flag are optimizer variables, so a checkpoint of the optimizer resumes
+    the average exactly. ``average_of(w)`` is the average of the weight ``w``.
+    ``weight_decay`` (Keras's: ``w -= lr * wd * w`` before the step) equals the L2 term
+    ``torch.optim.SGD/ASGD(weight_decay=wd)`` adds to the gradient, for plain SGD.
+    """
+
+    def __init__(self, learning_rate=0.01, averaging=False, name="averaged_sgd", **kwargs):
+        if kwargs.get("momentum"):
+            raise ValueError(f"momentum={kwargs['momentum']!r} is not allowed: 0 (AvSGD averages "
+                             f"plain SGD iterates)")
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.initial_averaging = bool(averaging)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self._averages = [self.add_variable_from_reference(v, "average") for v in variables]
+        self.averaged_steps = self.add_variable(shape=(), initializer="zeros",
+                                                name="averaged_steps")
+        self.averaging = self.add_variable(
+            shape=(), initializer="ones" if self.initial_averaging else "zeros",
+            name="averaging")
+
+    def start_averaging(self):
+        """Average the iterates from the next step on (a fresh average)."""
+        self.averaging.assign(1.0)
+        self.averaged_steps.assign(0.0)
+
+    @property
+    def is_averaging(self) -> bool:
+        return bool(float(ops.convert_to_numpy(self.averaging)) > 0)
+
+    def average_of(self, variable):
+        return self._averages[self._get_variable_index(variable)]
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        self.assign_add(self.averaged_steps, self.averaging)      # k, once per step
+        super()._backend_update_step(grads, trainable_variables, learning_rate)
+
+    def update_step(self, gradient, variable, learning_rate):
+        super().update_step(gradient, variable, learning_rate)   # w -= lr * g
+        dtype = variable.dtype
+        weight = ops.cast(self.averaging, dtype) / ops.maximum(
+            ops.cast(self.averaged_steps, dtype), 1.0)
+        average = self.average_of(variable)
+        self.assign_add(average, (variable - average) * weight)
+
+    def get_config(self):
+        config = super().get_config()
+        config["averaging"] = self.initial_averaging
+        config.pop("momentum", None)
+        config.pop("nesterov", None)
+        return config
+
+
 def make_optimizer(config):
     """The training optimizer of a ``TrainConfig``: ``optimizer`` (``"sgd"``: plain SGD, no
-    momentum), ``learning_rate``, ``beta_1`` (Nadams), ``clipnorm`` or ``global_clipnorm``."""
-    clip = dict(global_clipnorm=config.global_clipnorm or None)
+    momentum; ``"nt_asgd"``: ``AveragedSGD``, averaging from the start when ``finetune``),
+    ``learning_rate``, ``beta_1`` (Nadams), ``clipnorm`` or ``global_clipnorm``,
+    ``weight_decay`` (Keras's decoupled form: for SGD the L2 term of AWD-LSTM's code, for Nadam
+    AdamW-like)."""
+    extra = dict(global_clipnorm=config.global_clipnorm or None,
+                 weight_decay=getattr(config, "weight_decay", 0.0) or None)
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(learning_rate=config.learning_rate,
-                                    clipnorm=config.clipnorm or None, **clip)
+                                    clipnorm=config.clipnorm or None, **extra)
+    if config.optimizer == "nt_asgd":
+        return AveragedSGD(learning_rate=config.learning_rate, averaging=config.finetune,
+                           clipnorm=config.clipnorm or None, **extra)
     return nadam(config.optimizer, learning_rate=config.learning_rate, beta_1=config.beta_1,
-                 clipnorm=config.clipnorm, **clip)
+                 clipnorm=config.clipnorm, **extra)

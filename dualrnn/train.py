@@ -60,9 +60,9 @@ class _Checkpointer(keras.callbacks.Callback):
     """Validates after each epoch, keeps the best weights, writes the checkpoint atomically."""
 
     def __init__(self, base, stream, valid, eval_batch_size, eval_seq_len, path, state, best,
-                 verbose, schedule=None):
+                 verbose, schedule=None, trigger=None):
         super().__init__()
-        self.schedule = schedule
+        self.schedule, self.trigger = schedule, trigger
         self.base, self.stream, self.valid = base, stream, valid
         self.eval_batch_size, self.eval_seq_len = eval_batch_size, eval_seq_len
         self.path, self.state, self.best, self.verbose = path, state, best, verbose
@@ -75,6 +75,8 @@ class _Checkpointer(keras.callbacks.Callback):
         if not (math.isfinite(loss) and math.isfinite(nll)):
             raise FloatingPointError(f"training loss became {loss} in epoch {epoch + 1}; "
                                      f"lower the learning rate or set clipnorm")
+        averaged = self.trigger is not None and self.stream.optimizer.is_averaging
+        raw = swap_in_averages(self.base, self.stream.optimizer) if averaged else None
         valid = perplexity(self.base, self.valid, self.eval_batch_size, self.eval_seq_len)
         seconds = time.time() - self.t0
         row = {"epoch": epoch + 1, "train_loss": loss, "train_ppl": math.exp(nll),
@@ -83,12 +85,18 @@ class _Checkpointer(keras.callbacks.Callback):
         if self.schedule is not None:
             row["lr"] = st["lr"]                   # the rate this epoch trained with
             self.schedule.after_epoch(st, valid, self.stream)
+        if self.trigger is not None:
+            row["averaged"] = averaged             # valid_ppl is the averaged weights'
+            self.trigger.after_epoch(st, valid, self.stream)
         st["history"].append(row)
         st["epoch"] = epoch + 1
         st["wall_time"] += seconds
         if valid < st["best_valid_ppl"]:
             st["best_valid_ppl"], st["best_epoch"] = valid, epoch + 1
             self.best[:] = _to_numpy(self.base.trainable_variables)
+        if raw is not None:                        # training goes on from the SGD iterate
+            for v, a in zip(self.base.trainable_variables, raw):
+                v.assign(a)
         if self.path:
             save_checkpoint(self.path, self.stream, st, self.best)
         if self.verbose:
@@ -138,6 +146,39 @@ class StepSchedule(PlateauSchedule):
         return state["epoch"] + 1 >= self.after   # state["epoch"]: the epochs before this one
 
 
+class NonMonotoneTrigger:
+    """NT-ASGD's trigger (AWD-LSTM sec. 3, Algorithm 1, as the authors' code applies it): after
+    an epoch whose validation perplexity is worse than the best of all earlier epochs but the
+    last ``n`` (``len(earlier) > n and valid > min(earlier[:-n])``), switch the ``AveragedSGD`` to
+    averaging (checked only while it is not averaging). With ``finetune`` (the authors'
+    fine-tuning: averaging from the start) the same rule over the averaged validation
+    perplexities ends training instead."""
+
+    def __init__(self, n, finetune=False):
+        self.n, self.finetune = n, finetune
+
+    def fires(self, history, valid_ppl):
+        earlier = [row["valid_ppl"] for row in history]
+        return len(earlier) > self.n and valid_ppl > min(earlier[:-self.n])
+
+    def after_epoch(self, state, valid_ppl, stream):
+        if self.finetune:
+            if self.fires(state["history"], valid_ppl):
+                state["stopped"] = True
+                stream.stop_training = True
+        elif not stream.optimizer.is_averaging and self.fires(state["history"], valid_ppl):
+            stream.optimizer.start_averaging()
+            state["averaging_from"] = state["epoch"] + 2      # the next epoch, counted from 1
+
+
+def swap_in_averages(model, optimizer):
+    """Give ``model`` the ``AveragedSGD``'s averaged weights; returns the raw ones (numpy)."""
+    raw = _to_numpy(model.trainable_variables)
+    for v in model.trainable_variables:
+        v.assign(optimizer.average_of(v))
+    return raw
+
+
 def make_schedule(config):
     """The learning-rate schedule of ``config`` (None: constant)."""
     if config.lr_decay is None:
@@ -178,6 +219,17 @@ def load_trained(path):
     (``epoch``, ``best_epoch``, ``history``, ...)."""
     from dualrnn.models import build_model
 
+    state, best = read_best(path)
+    ident = state["identity"]
+    model = build_model(ModelConfig.from_dict(ident["model"]), ident["vocab_size"])
+    model.build()
+    assign_best(model, best, path)
+    return model, state
+
+
+def read_best(path):
+    """(training state, best weights) of a ``train`` checkpoint (``checkpoint.npz`` or its
+    folder); under NT-ASGD the best weights are averaged ones."""
     if os.path.isdir(path):
         path = os.path.join(path, CHECKPOINT)
     if not os.path.exists(path):
@@ -185,15 +237,17 @@ def load_trained(path):
     with np.load(path) as z:
         state = json.loads(str(z["state"]))
         best = [z[f"best_{i}"] for i in range(sum(k.startswith("best_") for k in z.files))]
-    ident = state["identity"]
-    model = build_model(ModelConfig.from_dict(ident["model"]), ident["vocab_size"])
-    model.build()
-    if len(best) != len(model.trainable_variables):
-        raise ValueError(f"checkpoint {path!r} holds {len(best)} weights, its model has "
-                         f"{len(model.trainable_variables)}")
-    for v, a in zip(model.trainable_variables, best):
+    return state, best
+
+
+def assign_best(model, best, path):
+    weights = model.trainable_variables
+    if len(best) != len(weights) or any(tuple(a.shape) != tuple(v.shape)
+                                         for a, v in zip(best, weights)):
+        raise ValueError(f"checkpoint {path!r} holds {len(best)} weights of other shapes than "
+                         f"this model's {len(weights)}: it belongs to another model")
+    for v, a in zip(weights, best):
         v.assign(a)
-    return model, state
 
 
 def load_checkpoint(path, stream):
@@ -219,7 +273,8 @@ def load_checkpoint(path, stream):
 
 
 def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_size=None,
-          eval_seq_len=None, checkpoint_dir=None, callbacks=(), verbose=1) -> TrainResult:
+          eval_seq_len=None, checkpoint_dir=None, callbacks=(), verbose=1,
+          init_from=None) -> TrainResult:
     """Train ``model`` in place; at the end it holds the weights of its best validation epoch.
 
     ``config`` gives epochs, batch size, window, the optimizer (``PaperNadam`` by default; or
@@ -231,7 +286,12 @@ def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_siz
     ``eval_batch_size``/``eval_seq_len`` (default: the training ones). With ``checkpoint_dir`` a
     checkpoint is written after every epoch and a rerun resumes from it, also with a larger
     ``config.epochs`` (training on); a checkpoint of another model or training configuration is
-    refused.
+    refused. ``optimizer="nt_asgd"``: see ``NonMonotoneTrigger`` (validation, the best weights and
+    the final model are the averaged weights once averaging is on; the average resumes exactly).
+    ``init_from`` (a checkpoint or its folder) starts a fresh run from that run's best weights
+    (AWD-LSTM's fine-tuning: ``TrainConfig(optimizer="nt_asgd", finetune=True)``); their
+    validation perplexity is the best to beat (epoch 0). A run that resumes from its own
+    ``checkpoint_dir`` ignores it.
     """
     config = config.validate()
     train_tokens = check_tokens(train_tokens, model.vocab_size)
@@ -255,8 +315,12 @@ def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_siz
     state = {"epoch": 0, "best_valid_ppl": math.inf, "best_epoch": 0, "history": [],
              "wall_time": 0.0, "identity": identity, "lr": config.learning_rate, "lr_decays": 0}
     seed_dropout(model, config.seed)
-    best = _to_numpy(model.trainable_variables)
     path = os.path.join(checkpoint_dir, CHECKPOINT) if checkpoint_dir else None
+    if init_from is not None and not (path and os.path.exists(path)):
+        assign_best(model, read_best(init_from)[1], init_from)
+        state["best_valid_ppl"] = perplexity(model, valid_tokens, eval_batch_size, eval_seq_len)
+        state["init_from"] = os.path.abspath(init_from)
+    best = _to_numpy(model.trainable_variables)
     resumed_from = 0
     if path and os.path.exists(path):
         saved, saved_best = load_checkpoint(path, stream)
@@ -273,9 +337,12 @@ def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_siz
     state.setdefault("lr_decays", 0)
     stream.optimizer.learning_rate = state["lr"]
     schedule = make_schedule(config)
-    if state["epoch"] < config.epochs and not (schedule and schedule.finished(state)):
+    trigger = (NonMonotoneTrigger(config.nonmono, config.finetune)
+               if config.optimizer == "nt_asgd" else None)
+    if (state["epoch"] < config.epochs and not (schedule and schedule.finished(state))
+            and not state.get("stopped")):
         checkpointer = _Checkpointer(model, stream, valid_tokens, eval_batch_size, eval_seq_len,
-                                     path, state, best, verbose, schedule)
+                                     path, state, best, verbose, schedule, trigger)
         stream.fit(WindowSequence(streams, config.seq_len, reset_every=not config.carry_state),
                    epochs=config.epochs,
                    initial_epoch=state["epoch"], shuffle=False,

@@ -1,6 +1,7 @@
 """AWD-LSTM's layers and regularisers (AWD-LSTM sec. 2, 4): weight dropout, locked and embedding
 dropout, AR/TAR, and the causality check that refuses a bidirectional "language model"."""
 
+import math
 import os
 
 import keras
@@ -11,7 +12,7 @@ from conftest import np_lstm_step
 import dualrnn
 from dualrnn import presets
 from dualrnn.checks import CausalityError, assert_causal
-from dualrnn.configs import ModelConfig
+from dualrnn.configs import ModelConfig, TrainConfig
 from dualrnn.layers import WeightDropLSTM, fused
 from dualrnn.layers.dropout import EmbeddingDropout, LockedDropout
 
@@ -243,3 +244,168 @@ def test_a_bidirectional_model_leaks():
         keras.ops.roll(ids, -1, axis=1)))
     with pytest.raises(CausalityError, match="position 0"):
         assert_causal(shifted, VOCAB)
+
+
+# ---- NT-ASGD (AWD-LSTM sec. 3, Algorithm 1) ---------------------------------------------------
+
+def test_averaged_sgd_is_a_running_mean_of_the_iterates(rng):
+    from dualrnn.optimizers import AveragedSGD
+
+    lr, wd = 0.5, 0.01
+    w = keras.Variable(rng.normal(size=(3, 2)).astype("float32"))
+    opt = AveragedSGD(learning_rate=lr, weight_decay=wd)
+    opt.build([w])
+    iterates, expected = [], numpy(w).astype("float64")
+    for step in range(7):
+        if step == 3:
+            opt.start_averaging()
+        g = rng.normal(size=(3, 2)).astype("float32")
+        opt.apply([g], [w])
+        expected = expected - lr * (g + wd * expected)      # torch SGD/ASGD: L2 in the gradient
+        iterates.append(expected)
+        np.testing.assert_allclose(numpy(w), expected, rtol=1e-5, atol=1e-6)
+    # averaging from step 4 on: the mean of iterates 4..7
+    np.testing.assert_allclose(numpy(opt.average_of(w)), np.mean(iterates[3:], 0), rtol=1e-5,
+                               atol=1e-6)
+    assert float(numpy(opt.averaged_steps)) == 4
+
+
+class KeepOptimizer(keras.callbacks.Callback):
+    def on_train_end(self, logs=None):
+        opt = self.model.optimizer
+        self.averaging = opt.is_averaging
+        self.averages = [numpy(opt.average_of(v)) for v in self.model.base.trainable_variables]
+
+
+NT = TrainConfig(epochs=7, batch_size=4, seq_len=10, optimizer="nt_asgd", learning_rate=1.0,
+                 nonmono=2, global_clipnorm=0.25, weight_decay=1.2e-6)
+# with n = 2, epoch 5 (95) is worse than the best of epochs 1..2 (90): averaging from epoch 6
+NT_SCRIPT = [100.0, 90.0, 80.0, 85.0, 95.0, 70.0, 60.0]
+
+
+@pytest.mark.jax
+def test_nt_asgd_switches_when_the_non_monotone_rule_says(monkeypatch):
+    from test_train import tiny_run
+
+    keep = KeepOptimizer()
+    result, _ = tiny_run(monkeypatch, NT_SCRIPT, NT, callbacks=[keep])
+    assert [h["averaged"] for h in result.history] == [False] * 5 + [True] * 2
+    assert keep.averaging and result.best_epoch == 7
+    # the final model holds the best epoch's weights, which are the averaged ones
+    model_weights = [numpy(v) for v in keep.model.base.trainable_variables]
+    for a, b in zip(model_weights, keep.averages):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    # the same scripts without the stall never average
+    steady, _ = tiny_run(monkeypatch, [100.0, 90.0, 80.0, 79.0, 78.0, 77.0, 76.0], NT)
+    assert not any(h["averaged"] for h in steady.history)
+
+
+def test_nt_asgd_resumes_exactly(monkeypatch, tmp_path):
+    from test_train import tiny_run
+
+    straight, _ = tiny_run(monkeypatch, NT_SCRIPT, NT)
+
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 6:
+                raise KeyboardInterrupt("after the first averaged epoch's checkpoint")
+
+    with pytest.raises(KeyboardInterrupt):
+        tiny_run(monkeypatch, NT_SCRIPT, NT, checkpoint_dir=str(tmp_path), callbacks=[Stop()])
+    keep = KeepOptimizer()
+    resumed, _ = tiny_run(monkeypatch, NT_SCRIPT[6:], NT, checkpoint_dir=str(tmp_path),
+                          callbacks=[keep])
+    assert resumed.resumed_from == 6
+    assert [round(h["train_ppl"], 4) for h in resumed.history] == [
+        round(h["train_ppl"], 4) for h in straight.history]
+    assert float(numpy(keep.model.optimizer.averaged_steps)) > 0
+
+
+def test_finetune_starts_from_a_checkpoint_and_stops_on_the_rule(monkeypatch, tmp_path):
+    from test_train import tiny_run
+
+    first = os.path.join(tmp_path, "first")
+    tiny_run(monkeypatch, [100.0, 90.0], NT.replace(epochs=2), checkpoint_dir=first)
+    saved = dualrnn.train.read_best(first)[1]
+    seen = []
+
+    class FirstWeights(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen.extend(numpy(v) for v in self.model.base.trainable_variables)
+
+    tune = NT.replace(finetune=True, epochs=10)
+    # 85 = the loaded model's validation (the best to beat); the rule fires at epoch 4 (84 > 83)
+    result, _ = tiny_run(monkeypatch, [85.0, 83.0, 82.0, 81.0, 84.0, 1.0], tune, init_from=first,
+                         callbacks=[FirstWeights()])
+    for a, b in zip(seen, saved):
+        np.testing.assert_array_equal(a, b)
+    assert result.epochs == 4 and all(h["averaged"] for h in result.history)
+    assert result.best_epoch == 3 and result.best_valid_ppl == 81.0
+
+
+@pytest.mark.parametrize("changes,match", [
+    (dict(finetune=True), "finetune=True .*optimizer='nt_asgd'"),
+    (dict(optimizer="nt_asgd", nonmono=0), "nonmono=0"),
+    (dict(weight_decay=-1e-6), "weight_decay=-1e-06"),
+])
+def test_bad_nt_asgd_configs(changes, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**changes).validate()
+
+
+# ---- neural cache (AWD-LSTM sec. 6; Grave et al. 2017) ----------------------------------------
+
+def loop_cache_ppl(feats, window, lambdah, theta):
+    """The authors' pointer.py, one token at a time, in numpy."""
+    nll = 0.0
+    keys, targets = feats.keys.astype("float64"), feats.targets
+    for k in range(len(targets)):
+        p = math.exp(feats.model_logp[k])
+        if k > window:
+            logits = theta * keys[k - window:k] @ keys[k]
+            attn = np.exp(logits - logits.max())
+            attn /= attn.sum()
+            p = lambdah * attn[targets[k - window:k] == targets[k]].sum() + (1 - lambdah) * p
+        nll -= math.log(p)
+    return math.exp(nll / len(targets))
+
+
+@pytest.fixture(scope="module")
+def cache_model():
+    cfg = ModelConfig(embedding_units=8, recurrent_units=(8,))
+    return dualrnn.build_model(cfg, VOCAB, seed=5)
+
+
+def test_cache_matches_the_authors_loop_and_lambda_zero_is_the_model(cache_model, rng):
+    from dualrnn import cache, evaluate
+
+    tokens = rng.integers(0, VOCAB, size=301).astype("int32")
+    feats = cache.features(cache_model, tokens, seq_len=64)
+    again = cache.features(cache_model, tokens, seq_len=300)        # the state is carried
+    np.testing.assert_allclose(feats.model_logp, again.model_logp, rtol=1e-4, atol=1e-5)
+    model_ppl = evaluate.perplexity(cache_model, tokens, batch_size=1, seq_len=50)
+    assert np.isclose(cache.cache_perplexity(feats, 20, 0.0, 1.0), model_ppl, rtol=1e-5)
+    for window, lam, theta in ((20, 0.3, 1.0), (100, 0.1279, 0.662), (7, 0.9, 0.0)):
+        got = cache.cache_perplexity(feats, window, lam, theta)
+        assert np.isclose(got, loop_cache_ppl(feats, window, lam, theta), rtol=1e-9), window
+    # blocks smaller than the window give the same probabilities
+    np.testing.assert_allclose(cache.cache_probabilities(feats, 100, 0.5, block=7),
+                               cache.cache_probabilities(feats, 100, 0.5), rtol=1e-5, atol=1e-9)
+
+
+def test_cache_lowers_perplexity_where_words_repeat(cache_model):
+    from dualrnn import cache
+
+    tokens = np.tile(np.array([3, 17, 29, 5, 11], "int32"), 60)    # a loop the model never saw
+    feats = cache.features(cache_model, tokens, seq_len=100)
+    plain = cache.cache_perplexity(feats, 50, 0.0, 1.0)
+    cached = cache.cache_perplexity(feats, 50, 0.2, 1.0)
+    assert cached < 0.5 * plain
+    best, trials = cache.search(feats, windows=(10, 50), thetas=(0.5, 1.0), lambdahs=(0.1, 0.5))
+    assert len(trials) == 8 and best["ppl"] == min(t["ppl"] for t in trials)
+    assert best["lambdah"] == 0.5
+    assert cache.cache_perplexity(feats, 50, 1.0, 1.0) < plain     # every target was seen
+    with pytest.raises(ValueError, match="lambdah=1.5"):
+        cache.cache_perplexity(feats, 50, 1.5, 1.0)
+    with pytest.raises(ValueError, match="window=0"):
+        cache.cache_probabilities(feats, 0, 1.0)
