@@ -322,6 +322,11 @@ class TrainConfig:
     final model are the averaged weights. ``finetune=True`` is the authors' fine-tuning stage:
     averaging from the first step, and training stops after the first epoch at which the same
     rule fires (with ``train(..., init_from=...)``). ``weight_decay`` (AWD-LSTM: 1.2e-6).
+    ``variable_bptt`` (with ``nt_asgd``): AWD-LSTM sec. 4.1's window lengths around ``seq_len``
+    (``data.variable_windows``, drawn per epoch from ``seed`` and the epoch, so a resumed run
+    draws the same), each window's learning rate scaled by its drawn length / ``seq_len``;
+    ``bptt_bucket = k`` rounds the lengths to multiples of k (fewer programs to compile; 1: the
+    paper's distribution).
     """
 
     epochs: int = 100
@@ -342,6 +347,8 @@ class TrainConfig:
     nonmono: int = 5                  # NT-ASGD's non-monotone interval n (AWD-LSTM Algorithm 1)
     finetune: bool = False            # NT-ASGD: average from the first step, stop on the trigger
     weight_decay: float = 0.0         # AWD-LSTM: 1.2e-6 (Keras's weight_decay; see make_optimizer)
+    variable_bptt: bool = False       # AWD-LSTM sec. 4.1: windows of random length around seq_len
+    bptt_bucket: int = 1              # variable BPTT: lengths rounded to a multiple (1: exact)
 
     def validate(self) -> "TrainConfig":
         _check_int("epochs", self.epochs)
@@ -385,6 +392,12 @@ class TrainConfig:
         if self.finetune and self.optimizer != "nt_asgd":
             _fail("finetune", self.finetune, f"False with optimizer={self.optimizer!r} (fine-tuning "
                   f"is NT-ASGD's: optimizer='nt_asgd')")
+        if not isinstance(self.variable_bptt, bool):
+            _fail("variable_bptt", self.variable_bptt, "True or False")
+        if self.variable_bptt and self.optimizer != "nt_asgd":
+            _fail("variable_bptt", self.variable_bptt, f"False with optimizer={self.optimizer!r} "
+                  f"(variable BPTT scales NT-ASGD's per-step rate: optimizer='nt_asgd')")
+        _check_int("bptt_bucket", self.bptt_bucket)
         if (not isinstance(self.weight_decay, (int, float)) or isinstance(self.weight_decay, bool)
                 or not self.weight_decay >= 0):
             _fail("weight_decay", self.weight_decay, "a non-negative number (0: none)")

@@ -212,3 +212,29 @@ def windows(streams: np.ndarray, seq_len: int):
     for s in range(0, length, seq_len):
         w = min(seq_len, length - s)
         yield s, streams[:, s:s + w], streams[:, s + 1:s + w + 1]
+
+
+def variable_windows(length: int, bptt: int, rng, p_full=0.95, sigma=5.0, min_len=5,
+                     bucket=1):
+    """AWD-LSTM sec. 4.1's variable-length BPTT: ``(start, width, lr_factor)`` of the windows
+    covering ``length`` targets per stream.
+
+    Each window draws ``base = bptt`` with probability ``p_full``, else ``bptt / 2``, then its
+    length ``l = max(min_len, int(N(base, sigma)))``; its learning-rate factor is ``l / bptt``
+    (the authors' ``lr2 * seq_len / args.bptt``, with the drawn length); the last window is cut
+    to what is left, and, as in the authors' loop (``while i < len - 2``), a last window of a
+    single target is dropped. ``bucket = k > 1`` rounds each drawn length to a multiple of k
+    (at least ``min_len``): fewer distinct shapes to compile, a departure from the paper's
+    distribution; 1 keeps it exact.
+    """
+    if not isinstance(bucket, (int, np.integer)) or bucket < 1:
+        raise ValueError(f"bucket={bucket!r} must be a positive integer")
+    out, start = [], 0
+    while start < length - 1:
+        base = bptt if rng.random() < p_full else bptt / 2.0
+        drawn = max(min_len, int(rng.normal(base, sigma)))
+        if bucket > 1:
+            drawn = max(min_len, bucket * int(round(drawn / bucket)))
+        out.append((start, min(drawn, length - start), drawn / bptt))
+        start += drawn
+    return out

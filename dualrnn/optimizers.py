@@ -17,6 +17,7 @@ Everything else (bias corrections, ``epsilon`` 1e-7 outside the square root) is 
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 NADAMS = ("paper_nadam", "nadam")          # the Nadam kinds of configs.OPTIMIZERS
@@ -103,14 +104,23 @@ class AveragedSGD(keras.optimizers.SGD):
     the average exactly. ``average_of(w)`` is the average of the weight ``w``.
     ``weight_decay`` (Keras's: ``w -= lr * wd * w`` before the step) equals the L2 term
     ``torch.optim.SGD/ASGD(weight_decay=wd)`` adds to the gradient, for plain SGD.
+
+    ``max_steps = n``: the learning rate of each step is multiplied by a per-step factor, set for
+    the next (up to n) steps with ``set_step_factors`` (AWD-LSTM's variable BPTT, sec. 4.1: a
+    window of length l trains at ``lr * l / bptt``); it scales the weight decay too, as the L2 term
+    inside the authors' gradient is. Reading ``learning_rate`` gives the current step's rate.
     """
 
-    def __init__(self, learning_rate=0.01, averaging=False, name="averaged_sgd", **kwargs):
+    def __init__(self, learning_rate=0.01, averaging=False, max_steps=None, name="averaged_sgd",
+                 **kwargs):
         if kwargs.get("momentum"):
             raise ValueError(f"momentum={kwargs['momentum']!r} is not allowed: 0 (AvSGD averages "
                              f"plain SGD iterates)")
+        if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
+            raise ValueError(f"max_steps={max_steps!r} must be None or a positive integer")
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         self.initial_averaging = bool(averaging)
+        self.max_steps = max_steps
 
     def build(self, variables):
         if self.built:
@@ -122,6 +132,32 @@ class AveragedSGD(keras.optimizers.SGD):
         self.averaging = self.add_variable(
             shape=(), initializer="ones" if self.initial_averaging else "zeros",
             name="averaging")
+        if self.max_steps:
+            self.step_factors = self.add_variable(shape=(self.max_steps,), initializer="ones",
+                                                  name="step_factors")
+            self.factors_from = self.add_variable(shape=(), initializer="zeros",
+                                                  name="factors_from", dtype="int32")
+
+    def set_step_factors(self, factors):
+        """The learning-rate factors of the next ``len(factors)`` steps (from Python, between
+        ``fit`` calls)."""
+        factors = np.asarray(factors, "float32")
+        if not self.max_steps or not 1 <= len(factors) <= self.max_steps:
+            raise ValueError(f"{len(factors)} step factors: at most max_steps={self.max_steps}")
+        padded = np.ones((self.max_steps,), "float32")
+        padded[:len(factors)] = factors
+        self.step_factors.assign(padded)
+        # a fresh value, not the iterations' own buffer (JAX donates each state buffer once)
+        self.factors_from.assign(np.asarray(int(ops.convert_to_numpy(self.iterations)),
+                                            "int32"))
+
+    def _get_current_learning_rate(self):
+        lr = super()._get_current_learning_rate()
+        if not self.max_steps or not self.built:
+            return lr
+        i = ops.clip(ops.cast(self.iterations, "int32") - self.factors_from, 0,
+                     self.max_steps - 1)
+        return lr * ops.cast(ops.take(self.step_factors, i), lr.dtype)
 
     def start_averaging(self):
         """Average the iterates from the next step on (a fresh average)."""
@@ -150,17 +186,18 @@ class AveragedSGD(keras.optimizers.SGD):
     def get_config(self):
         config = super().get_config()
         config["averaging"] = self.initial_averaging
+        config["max_steps"] = self.max_steps
         config.pop("momentum", None)
         config.pop("nesterov", None)
         return config
 
 
-def make_optimizer(config):
+def make_optimizer(config, max_steps=None):
     """The training optimizer of a ``TrainConfig``: ``optimizer`` (``"sgd"``: plain SGD, no
     momentum; ``"nt_asgd"``: ``AveragedSGD``, averaging from the start when ``finetune``),
     ``learning_rate``, ``beta_1`` (Nadams), ``clipnorm`` or ``global_clipnorm``,
     ``weight_decay`` (Keras's decoupled form: for SGD the L2 term of AWD-LSTM's code, for Nadam
-    AdamW-like)."""
+    AdamW-like). ``max_steps``: ``AveragedSGD``'s per-step factors (variable BPTT)."""
     extra = dict(global_clipnorm=config.global_clipnorm or None,
                  weight_decay=getattr(config, "weight_decay", 0.0) or None)
     if config.optimizer == "sgd":
@@ -168,6 +205,6 @@ def make_optimizer(config):
                                     clipnorm=config.clipnorm or None, **extra)
     if config.optimizer == "nt_asgd":
         return AveragedSGD(learning_rate=config.learning_rate, averaging=config.finetune,
-                           clipnorm=config.clipnorm or None, **extra)
+                           max_steps=max_steps, clipnorm=config.clipnorm or None, **extra)
     return nadam(config.optimizer, learning_rate=config.learning_rate, beta_1=config.beta_1,
                  clipnorm=config.clipnorm, **extra)

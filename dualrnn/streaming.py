@@ -176,6 +176,40 @@ class WindowSequence(keras.utils.PyDataset):
         return (x, self._reset if reset else self._keep), y
 
 
+class VariableWindowSequence(keras.utils.PyDataset):
+    """Windows ``((ids, reset), targets)`` of ``streams`` at the given ``(start, width, ...)``
+    spans (``data.variable_windows``: AWD-LSTM's variable BPTT), in order; the first window (or,
+    with ``reset_every``, every window) starts from the zero state."""
+
+    def __init__(self, streams, spans, reset_every=False):
+        super().__init__()
+        self.items = [(streams[:, s:s + w], streams[:, s + 1:s + w + 1]) for s, w, *_ in spans]
+        self.reset_every = reset_every
+        self._reset = np.ones((streams.shape[0],), "float32")
+        self._keep = np.zeros((streams.shape[0],), "float32")
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        x, y = self.items[i]
+        return (x, self._reset if self.reset_every or i == 0 else self._keep), y
+
+    def fit_input(self):
+        """What ``fit`` takes: this sequence, or on TensorFlow a ``tf.data.Dataset`` with the
+        window length left open (Keras would fix the shape from the first two windows)."""
+        if keras.backend.backend() != "tensorflow":
+            return self
+        import tensorflow as tf
+
+        batch = self.items[0][0].shape[0]
+        ids = tf.TensorSpec((batch, None), tf.int32)
+        spec = ((ids, tf.TensorSpec((batch,), tf.float32)), ids)
+        data = tf.data.Dataset.from_generator(
+            lambda: (self[i] for i in range(len(self))), output_signature=spec)
+        return data.apply(tf.data.experimental.assert_cardinality(len(self)))
+
+
 def stream_nll(stream, metric, streams, seq_len, run=None, verbose=0, reset_every=False):
     """(summed NLL, number of targets) over all windows of ``streams``, in order.
 

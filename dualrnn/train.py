@@ -21,11 +21,12 @@ import numpy as np
 from keras import ops
 
 from dualrnn.configs import ModelConfig, TrainConfig
-from dualrnn.data import batchify
+from dualrnn.data import batchify, variable_windows
 from dualrnn.evaluate import check_tokens, perplexity
 from dualrnn.files import write_atomic  # noqa: F401  (re-exported: dualrnn.train.write_atomic)
 from dualrnn.optimizers import make_optimizer
-from dualrnn.streaming import StreamingLM, TokenNLL, WindowSequence, jit_compile_default
+from dualrnn.streaming import (StreamingLM, TokenNLL, VariableWindowSequence, WindowSequence,
+                               jit_compile_default)
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -179,6 +180,25 @@ def swap_in_averages(model, optimizer):
     return raw
 
 
+def epoch_windows(streams, config, epoch):
+    """The variable-BPTT windows of ``epoch`` (0-based): drawn from ``(config.seed, epoch)``."""
+    rng = np.random.default_rng([config.seed, epoch])
+    return variable_windows(streams.shape[1] - 1, config.seq_len, rng,
+                            bucket=config.bptt_bucket)
+
+
+def _fit_variable_bptt(stream, streams, config, state, schedule, fit):
+    """One ``fit`` call per epoch (each epoch has its own number and lengths of windows); the
+    optimizer's per-step factors scale each window's rate by its drawn length / seq_len."""
+    for epoch in range(state["epoch"], config.epochs):
+        spans = epoch_windows(streams, config, epoch)
+        stream.optimizer.set_step_factors([f for _, _, f in spans])
+        seq = VariableWindowSequence(streams, spans, reset_every=not config.carry_state)
+        stream.fit(seq.fit_input(), epochs=epoch + 1, initial_epoch=epoch, **fit)
+        if state.get("stopped") or (schedule and schedule.finished(state)):
+            break
+
+
 def make_schedule(config):
     """The learning-rate schedule of ``config`` (None: constant)."""
     if config.lr_decay is None:
@@ -306,7 +326,10 @@ def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_siz
     eval_seq_len = eval_seq_len or config.seq_len
 
     stream = StreamingLM(model, config.batch_size, loss=config.loss)
-    stream.compile(optimizer=make_optimizer(config), metrics=[TokenNLL()],
+    max_steps = None
+    if config.variable_bptt:     # at most one window per 5 targets (the shortest window)
+        max_steps = (streams.shape[1] - 1) // 5 + 1
+    stream.compile(optimizer=make_optimizer(config, max_steps=max_steps), metrics=[TokenNLL()],
                    jit_compile=jit_compile_default())
     stream.optimizer.build(stream.trainable_variables)
 
@@ -343,10 +366,13 @@ def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_siz
             and not state.get("stopped")):
         checkpointer = _Checkpointer(model, stream, valid_tokens, eval_batch_size, eval_seq_len,
                                      path, state, best, verbose, schedule, trigger)
-        stream.fit(WindowSequence(streams, config.seq_len, reset_every=not config.carry_state),
-                   epochs=config.epochs,
-                   initial_epoch=state["epoch"], shuffle=False,
-                   callbacks=[checkpointer, *callbacks], verbose=verbose if verbose == 1 else 0)
+        fit = dict(shuffle=False, callbacks=[checkpointer, *callbacks],
+                   verbose=verbose if verbose == 1 else 0)
+        if config.variable_bptt:
+            _fit_variable_bptt(stream, streams, config, state, schedule, fit)
+        else:
+            stream.fit(WindowSequence(streams, config.seq_len, reset_every=not config.carry_state),
+                       epochs=config.epochs, initial_epoch=state["epoch"], **fit)
     for v, a in zip(model.trainable_variables, best):
         v.assign(a)
     return TrainResult(history=state["history"], best_epoch=state["best_epoch"],

@@ -10,7 +10,7 @@ import pytest
 from conftest import np_lstm_step
 
 import dualrnn
-from dualrnn import presets
+from dualrnn import presets, train
 from dualrnn.checks import CausalityError, assert_causal
 from dualrnn.configs import ModelConfig, TrainConfig
 from dualrnn.layers import WeightDropLSTM, fused
@@ -409,3 +409,82 @@ def test_cache_lowers_perplexity_where_words_repeat(cache_model):
         cache.cache_perplexity(feats, 50, 1.5, 1.0)
     with pytest.raises(ValueError, match="window=0"):
         cache.cache_probabilities(feats, 0, 1.0)
+
+
+# ---- variable-length BPTT (AWD-LSTM sec. 4.1) -------------------------------------------------
+
+def authors_loop(length, bptt, rng):
+    """The authors' main.py train() loop over one stream of ``length`` targets (+1 token)."""
+    spans, i = [], 0
+    data_len = length + 1                          # train_data.size(0)
+    while i < data_len - 1 - 1:
+        base = bptt if rng.random() < 0.95 else bptt / 2.0
+        seq_len = max(5, int(rng.normal(base, 5)))
+        lr_factor = seq_len / bptt
+        width = min(seq_len, data_len - 1 - i)     # get_batch
+        spans.append((i, width, lr_factor))
+        i += seq_len
+    return spans
+
+
+def test_variable_windows_follow_the_authors_loop():
+    from dualrnn.data import variable_windows
+
+    for length in (1000, 5003, 70):
+        got = variable_windows(length, 70, np.random.default_rng(3))
+        assert got == authors_loop(length, 70, np.random.default_rng(3))
+        covered = sum(w for _, w, _ in got)
+        assert length - 1 <= covered <= length
+    spans = variable_windows(200_000, 70, np.random.default_rng(0))
+    drawn = np.array([f for _, _, f in spans[:-1]]) * 70
+    assert abs(np.mean(drawn < 52) - 0.05) < 0.01              # the half-length draws
+    # int() truncates: the full-length draws average 69.5, not 70
+    assert drawn.min() >= 5 and abs(np.mean(drawn[drawn > 52]) - 69.5) < 0.3
+    bucketed = variable_windows(5000, 70, np.random.default_rng(0), bucket=5)
+    assert all(f * 70 % 5 == 0 for _, _, f in bucketed)
+    with pytest.raises(ValueError, match="bucket=0"):
+        variable_windows(100, 70, np.random.default_rng(0), bucket=0)
+
+
+class BatchRates(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.rates, self.widths = [], []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.rates.append(float(numpy(self.model.optimizer.learning_rate)))
+
+
+VB = NT.replace(epochs=3, seq_len=12, variable_bptt=True, nonmono=5)
+VB_BUCKETS = VB.replace(bptt_bucket=6)          # 3-4 window shapes
+
+
+def test_variable_bptt_scales_each_windows_rate(monkeypatch):
+    from test_train import tiny_run
+
+    rates = BatchRates()
+    result, _ = tiny_run(monkeypatch, [100.0, 90.0, 80.0], VB, callbacks=[rates])
+    rng_streams = dualrnn.data.batchify(np.zeros(400, "int32"), VB.batch_size)
+    expected = [VB.learning_rate * f for e in range(3)
+                for _, _, f in train.epoch_windows(rng_streams, VB, e)]
+    np.testing.assert_allclose(rates.rates, expected, rtol=1e-6)
+    assert len(set(np.round(rates.rates, 6))) > 3 and result.epochs == 3
+
+
+def test_variable_bptt_resumes_exactly(monkeypatch, tmp_path):
+    from test_train import tiny_run
+
+    straight, _ = tiny_run(monkeypatch, [100.0, 90.0, 80.0], VB_BUCKETS)
+
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tiny_run(monkeypatch, [100.0, 90.0, 80.0], VB_BUCKETS, checkpoint_dir=str(tmp_path),
+                 callbacks=[Stop()])
+    resumed, _ = tiny_run(monkeypatch, [80.0], VB_BUCKETS, checkpoint_dir=str(tmp_path))
+    assert resumed.resumed_from == 2
+    assert [round(h["train_ppl"], 4) for h in resumed.history] == [
+        round(h["train_ppl"], 4) for h in straight.history]
