@@ -16,6 +16,7 @@ L2_FIELDS = ("embedding_l2", "recurrent_input_l2", "recurrent_l2", "activation_l
 DROPOUT_FIELDS = ("input_dropout", "recurrent_dropout", "internal_dropout", "output_dropout",
                   "dual_input_dropout", "dual_output_dropout", "mogrifier_dropout",
                   "weight_dropout", "embedding_dropout")
+WEIGHT_DROP_CELLS = ("weight_drop_lstm", "weight_drop_gru")
 # AWD-LSTM sec. 4.6: activation regularisation (AR, alpha) and temporal AR (TAR, beta).
 ACTIVATION_FIELDS = ("activation_regularization", "temporal_activation_regularization")
 
@@ -63,7 +64,8 @@ class ModelConfig:
     eq. (10), ``beta * sum_t ||dh_t/dh_{t-1}||_F^2`` (in its closed form, sec. 7) for every SCRN
     layer to the training loss, summed over the window and averaged over the batch.
 
-    AWD-LSTM (Merity et al. 2018): ``cell="weight_drop_lstm"`` with ``weight_dropout = p``
+    AWD-LSTM (Merity et al. 2018): ``cell="weight_drop_lstm"`` (AWD-GRU: ``"weight_drop_gru"``)
+    with ``weight_dropout = p``
     (DropConnect on each layer's recurrent matrix, one mask per call, sec. 2); with
     ``dropout_masks="sequence"`` the input, between-layer and output dropouts are its locked
     dropout (sec. 4.2); ``embedding_dropout`` drops whole words of the embedding (sec. 4.2);
@@ -135,8 +137,10 @@ class ModelConfig:
         depth = {1: "", 2: "d"}.get(self.num_layers, f"{self.num_layers}x")
         if self.cell_name == "scrn":
             return f"{depth}scrn"
-        prefix = {"mogrifier": "m", "weight_drop_lstm": "wd"}.get(self.cell_name, "")
-        return f"{prefix}{depth}lstm" if prefix or depth else "lstm"
+        prefix = {"mogrifier": "m", "weight_drop_lstm": "wd", "weight_drop_gru": "wd"}.get(
+            self.cell_name, "")
+        base = "gru" if self.cell_name == "weight_drop_gru" else "lstm"
+        return f"{prefix}{depth}{base}" if prefix or depth else base
 
     @property
     def context_output_units(self) -> int:
@@ -228,9 +232,9 @@ class ModelConfig:
         name = self.cell_name
         if name != "mogrifier" and self.mogrifier_rounds:
             _fail("mogrifier_rounds", self.mogrifier_rounds, f"0 with cell={name!r}")
-        if name != "weight_drop_lstm" and self.weight_dropout:
-            _fail("weight_dropout", self.weight_dropout,
-                  f"0 with cell={name!r} (weight dropout needs cell='weight_drop_lstm')")
+        if name not in WEIGHT_DROP_CELLS and self.weight_dropout:
+            _fail("weight_dropout", self.weight_dropout, f"0 with cell={name!r} (weight dropout "
+                  f"needs cell='weight_drop_lstm' or 'weight_drop_gru')")
         if self.dropout_masks not in DROPOUT_MASKS:
             _fail("dropout_masks", self.dropout_masks, f"one of {DROPOUT_MASKS}")
         if not isinstance(self.scrn_drop_context, bool):

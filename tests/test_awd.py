@@ -212,7 +212,8 @@ PRESETS = {**{name: (lambda n=name: presets.table1(n, "ptb", "smoke").model)
            "scrn_table2": lambda: presets.scrn_table2(40, 10).model,
            **{name: (lambda n=name: presets.scrn_stacked(n).model)
               for name in ("scrn_nd_wt", "scrn_vd", "scrn_nd_wt_no_context_softmax")},
-           "awd_lstm": lambda: presets.awd_lstm_model("ptb")}
+           "awd_lstm": lambda: presets.awd_lstm_model("ptb"),
+           "awd_gru_5": lambda: presets.awd_gru_model("ptb", 5)}
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -488,3 +489,70 @@ def test_variable_bptt_resumes_exactly(monkeypatch, tmp_path):
     assert resumed.resumed_from == 2
     assert [round(h["train_ppl"], 4) for h in resumed.history] == [
         round(h["train_ppl"], 4) for h in straight.history]
+
+
+# ---- the weight-dropped GRU (AWD-GRU of the AWD-GRU/biLSTM report) -----------------------------
+
+def np_gru(x, kernel, recurrent, bias, reset_after=True):
+    """Keras's GRU (gate order z, r, h) from the equations, from the zero state."""
+    sig = lambda v: 1.0 / (1.0 + np.exp(-v))  # noqa: E731
+    units = recurrent.shape[0]
+    b_in, b_rec = (bias[0], bias[1]) if reset_after else (bias, np.zeros(3 * units))
+    h = np.zeros((x.shape[0], units))
+    out = []
+    for t in range(x.shape[1]):
+        xz, xr, xh = np.split(x[:, t] @ kernel + b_in, 3, axis=-1)
+        uz, ur, uh = np.split(recurrent, 3, axis=1)
+        bz, br, bh = np.split(b_rec, 3)
+        z, r = sig(xz + h @ uz + bz), sig(xr + h @ ur + br)
+        hh = np.tanh(xh + (r * (h @ uh + bh) if reset_after else (r * h) @ uh))
+        h = z * h + (1 - z) * hh
+        out.append(h)
+    return np.stack(out, 1)
+
+
+@pytest.mark.parametrize("reset_after", [pytest.param(True, marks=pytest.mark.jax), False])
+def test_weight_drop_gru_is_keras_gru_with_one_mask_per_call(reset_after, rng):
+    from dualrnn.layers import WeightDropGRU
+
+    x = rng.normal(size=(3, 6, 5)).astype("float32")
+    plain = keras.layers.GRU(4, return_sequences=True, reset_after=reset_after)
+    plain(x)
+    layer = WeightDropGRU(4, weight_dropout=0.5, return_sequences=True, reset_after=reset_after,
+                          seed=2)
+    layer(x)
+    layer.set_weights(plain.get_weights())
+    kernel, recurrent, bias = (numpy(w).astype("float64") for w in layer.weights)
+    np.testing.assert_allclose(numpy(layer(x)), numpy(plain(x)), atol=1e-6)   # inference
+    np.testing.assert_allclose(numpy(plain(x)), np_gru(x, kernel, recurrent, bias, reset_after),
+                               atol=1e-5)
+    masks = recording(layer)
+    y = numpy(layer(x, training=True))
+    (m,) = masks
+    assert set(np.unique(m)) == {0.0, 2.0} and m.shape == recurrent.shape
+    np.testing.assert_allclose(y, np_gru(x, kernel, recurrent * m, bias, reset_after), atol=1e-5)
+    # the fused kernel: the same mask, drawn in the same order
+    twin = WeightDropGRU(4, weight_dropout=0.5, return_sequences=True, return_state=True,
+                         reset_after=reset_after, seed=2)
+    twin(x)
+    twin.set_weights(plain.get_weights())
+    twin(x, training=True)                                    # the first call's draw, as above
+    ref = [numpy(t) for t in twin(x, training=True)]
+    other = WeightDropGRU(4, weight_dropout=0.5, return_sequences=True, return_state=True,
+                          reset_after=reset_after, seed=2)
+    other(x)
+    other.set_weights(plain.get_weights())
+    fused.run_sequence(other.cell, x, training=True)
+    got = [numpy(t) for t in fused.run_sequence(other.cell, x, training=True)]
+    for a, b in zip(got, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_awd_gru_preset_parameter_counts():
+    # Keras's GRU (reset_after) holds PyTorch's two biases: the counts are the report's exactly
+    for dataset, vocab, layers, expected, paper in (("ptb", 10_000, 3, 19_168_700, 19),
+                                                    ("wikitext-2", 33_278, 3, 28_503_178, 28),
+                                                    ("ptb", 10_000, 5, 35_052_500, 35)):
+        model = dualrnn.build_model(presets.awd_gru_model(dataset, layers), vocab)
+        assert dualrnn.count_params(model) == expected
+        assert int(expected // 1e6) == paper

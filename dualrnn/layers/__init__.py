@@ -8,8 +8,9 @@ from dualrnn.layers.dual import DualHead
 from dualrnn.layers.mogrifier import MogrifierLSTMCell
 from dualrnn.layers.output import TiedEmbedding
 from dualrnn.layers.scrn import SCRNCell
-from dualrnn.layers.weight_drop import WeightDropLSTM, WeightDropLSTMCell
+from dualrnn.layers.weight_drop import (WeightDropGRU, WeightDropGRUCell, WeightDropLSTM,
+                                        WeightDropLSTMCell)
 from dualrnn.layers import registry  # noqa: F401,E402  (after the cells it registers)
 
-__all__ = ["DualHead", "MogrifierLSTMCell", "SCRNCell", "TiedEmbedding", "WeightDropLSTM",
-           "WeightDropLSTMCell"]
+__all__ = ["DualHead", "MogrifierLSTMCell", "SCRNCell", "TiedEmbedding", "WeightDropGRU",
+           "WeightDropGRUCell", "WeightDropLSTM", "WeightDropLSTMCell"]

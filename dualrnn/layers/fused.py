@@ -1,4 +1,5 @@
-"""Fast sequence kernels for the LSTM, Mogrifier LSTM and SCRN cells (``keras.ops`` only).
+"""Fast sequence kernels for the LSTM, Mogrifier LSTM, SCRN and weight-dropped LSTM/GRU cells
+(``keras.ops`` only).
 
 ``run_sequence(cell, x, initial_state, training)`` computes exactly what
 ``keras.layers.RNN(cell, return_sequences=True, return_state=True)(x, initial_state, training)``
@@ -140,6 +141,77 @@ def weight_drop_lstm_sequence(cell, x, initial_state=None, training=False, unrol
     """The fused kernel of ``WeightDropLSTMCell``: the LSTM's, with the recurrent matrix masked
     once for the whole call (``U * M / (1 - p)``, AWD-LSTM sec. 2); ``(outputs, h_T, c_T)``."""
     return lstm_sequence(cell, x, initial_state, training=training, unroll=unroll)
+
+
+def weight_drop_gru_sequence(cell, x, initial_state=None, training=False, unroll=False):
+    """The fused kernel of ``WeightDropGRUCell``: ``(outputs, h_T)``.
+
+    The input projection ``x_t W + b`` is one product over the whole window; the recurrent matrix
+    is masked once for the call (``U * M / (1 - p)``); each step does one product ``h U`` (with
+    ``reset_after=False`` a second one, ``(r h) U_h``) and the gates (automatic
+    differentiation).
+    """
+    dtype = cell.compute_dtype
+    x = ops.cast(x, dtype)
+    batch, units = ops.shape(x)[0], cell.units
+    if initial_state is None:
+        h0 = ops.zeros((batch, units), dtype)
+    else:
+        h0 = ops.cast(initial_state[0] if isinstance(initial_state, (list, tuple))
+                      else initial_state, dtype)
+    dp, rdp, _, _, weight_mask = _masks(cell, x[:, 0, :], h0)
+    dp = dp if bool(training) and 0.0 < cell.dropout < 1.0 else None
+    rdp = rdp if bool(training) and 0.0 < cell.recurrent_dropout < 1.0 else None
+    cast = lambda v: ops.cast(ops.convert_to_tensor(v), dtype)  # noqa: E731
+    kernel, recurrent = cast(cell.kernel), cast(cell.recurrent_kernel)
+    if bool(training) and cell.weight_dropout > 0 and weight_mask is not None:
+        recurrent = recurrent * ops.cast(weight_mask, dtype)      # one DropConnect mask per call
+    b_in, b_rec = (None if b is None else cast(b) for b in cell.biases())
+    xs = ops.transpose(x, (1, 0, 2))                                   # (T, B, D)
+    steps, dim = ops.shape(xs)[0], ops.shape(xs)[-1]
+    if dp is None:
+        proj = ops.matmul(ops.reshape(xs, (-1, dim)), kernel)
+    else:
+        masks = list(dp) if isinstance(dp, (list, tuple)) else [dp] * 3
+        proj = ops.concatenate([ops.matmul(ops.reshape(xs * m, (-1, dim)), k)
+                                for m, k in zip(masks, ops.split(kernel, 3, axis=1))], axis=-1)
+    if b_in is not None:
+        proj = proj + b_in
+    proj = ops.reshape(proj, (steps, batch, 3 * units))
+    rmasks = (None if rdp is None
+              else list(rdp) if isinstance(rdp, (list, tuple)) else [rdp] * 3)
+    u_z, u_r, u_h = ops.split(recurrent, 3, axis=1)
+    act, rec_act = cell.activation, cell.recurrent_activation
+
+    def step(carry, inputs):
+        h = carry[0]
+        xz, xr, xh = inputs[0][:, :units], inputs[0][:, units:2 * units], inputs[0][:, 2 * units:]
+        hz, hr, hh = (h, h, h) if rmasks is None else (h * rmasks[0], h * rmasks[1],
+                                                        h * rmasks[2])
+        if rmasks is None and cell.reset_after:
+            inner = ops.matmul(h, recurrent)                           # one product per step
+            if b_rec is not None:
+                inner = inner + b_rec
+            rz, rr, rh = inner[:, :units], inner[:, units:2 * units], inner[:, 2 * units:]
+        else:
+            rz, rr = ops.matmul(hz, u_z), ops.matmul(hr, u_r)
+            if b_rec is not None:
+                rz, rr = rz + b_rec[:units], rr + b_rec[units:2 * units]
+            rh = None
+        z, r = rec_act(xz + rz), rec_act(xr + rr)
+        if cell.reset_after:
+            if rh is None:
+                rh = ops.matmul(hh, u_h)
+                if b_rec is not None:
+                    rh = rh + b_rec[2 * units:]
+            rh = r * rh
+        else:
+            rh = ops.matmul(r * hh, u_h)
+        h = z * h + (1.0 - z) * act(xh + rh)
+        return (h,), (h,)
+
+    (h_last,), hs = _scan(step, (h0,), [proj], unroll)
+    return ops.transpose(hs, (1, 0, 2)), h_last
 
 
 def mogrifier_sequence(cell, x, initial_state=None, training=False, unroll=False):

@@ -110,11 +110,18 @@ def _lstm_kwargs(config):
     return kw
 
 
+def _gru_kwargs(config):
+    kw = _lstm_kwargs(config)
+    kw.pop("unit_forget_bias", None)
+    return kw
+
+
 def _register_builtins():
     from dualrnn.layers import fused
     from dualrnn.layers.mogrifier import MogrifierLSTMCell
     from dualrnn.layers.scrn import SCRNCell
-    from dualrnn.layers.weight_drop import WeightDropLSTM, WeightDropLSTMCell
+    from dualrnn.layers.weight_drop import (WeightDropGRU, WeightDropGRUCell, WeightDropLSTM,
+                                            WeightDropLSTMCell)
 
     register(CellSpec(
         "lstm", keras.layers.LSTMCell, prefix="lstm",
@@ -154,6 +161,14 @@ def _register_builtins():
             units, weight_dropout=cfg.weight_dropout, return_sequences=True, return_state=True,
             name=name, **_lstm_kwargs(cfg)),
         kernel=fused.weight_drop_lstm_sequence))
+    register(CellSpec(
+        "weight_drop_gru", WeightDropGRUCell, prefix="wdgru",
+        make_cell=lambda cfg, i, units: WeightDropGRUCell(
+            units, weight_dropout=cfg.weight_dropout, **_gru_kwargs(cfg)),
+        make_layer=lambda cfg, i, units, name: WeightDropGRU(
+            units, weight_dropout=cfg.weight_dropout, return_sequences=True, return_state=True,
+            name=name, **_gru_kwargs(cfg)),
+        kernel=fused.weight_drop_gru_sequence))
 
 
 _register_builtins()
