@@ -17,6 +17,7 @@ DROPOUT_FIELDS = ("input_dropout", "recurrent_dropout", "internal_dropout", "out
                   "dual_input_dropout", "dual_output_dropout", "mogrifier_dropout",
                   "weight_dropout", "embedding_dropout")
 WEIGHT_DROP_CELLS = ("weight_drop_lstm", "weight_drop_gru")
+INIT_SCHEMES = ("keras", "pytorch")
 # AWD-LSTM sec. 4.6: activation regularisation (AR, alpha) and temporal AR (TAR, beta).
 ACTIVATION_FIELDS = ("activation_regularization", "temporal_activation_regularization")
 
@@ -74,6 +75,9 @@ class ModelConfig:
     mean((h_t - h_{t-1})^2)`` on its undropped output (sec. 4.6; means over batch, window and
     units, as in the authors' code, whatever ``TrainConfig.loss`` is). ``bidirectional=True`` is
     refused: a bidirectional network reads the word it must predict (see ``dualrnn.checks``).
+    ``init_scheme="pytorch"`` (LSTM and GRU cells) initialises as the AWD-LSTM paper (sec. 5)
+    and PyTorch do: the embedding U(-0.1, 0.1), every recurrent layer's weights and bias
+    U(-1/sqrt(H), 1/sqrt(H)) with H its width, the output bias 0 ("keras": Keras's defaults).
     """
 
     architecture: str = "ers"                 # "ers" (eq. 1-3) or "dual" (eq. 4-7)
@@ -114,6 +118,7 @@ class ModelConfig:
     activation_regularization: float = 0.0    # AWD sec. 4.6: AR alpha (last layer, dropped)
     temporal_activation_regularization: float = 0.0  # AWD sec. 4.6: TAR beta (undropped)
     bidirectional: bool = False               # always refused: a leak for next-word prediction
+    init_scheme: str = "keras"                # "pytorch": AWD-LSTM sec. 5's initialisation
 
     def __post_init__(self):
         object.__setattr__(self, "recurrent_units", tuple(self.recurrent_units))
@@ -202,6 +207,12 @@ class ModelConfig:
         if self.embedding_dropout and not self.embedding_units:
             _fail("embedding_dropout", self.embedding_dropout,
                   "0 without an embedding (embedding_units=0)")
+        if self.init_scheme not in INIT_SCHEMES:
+            _fail("init_scheme", self.init_scheme, f"one of {INIT_SCHEMES}")
+        if self.init_scheme == "pytorch" and (self.cell_name not in ("lstm",) + WEIGHT_DROP_CELLS
+                                              or self.init_scale or self.architecture != "ers"):
+            _fail("init_scheme", self.init_scheme, "'keras' except for ERS LSTM/GRU models "
+                  "without init_scale")
         if self.bidirectional is not False:
             _fail("bidirectional", self.bidirectional,
                   "False: a bidirectional network reads the word it must predict (its backward "

@@ -117,3 +117,58 @@ def run_preset(preset, corpus, run_dir=None, dyneval_search=None, seed=0, verbos
         row[k] = round(row[k], 3)
     row["departures"] = "; ".join(departures) or "none"
     return row, result.history, model, trials
+
+
+def run_awd(preset, corpus, run_dir, finetune=True, cache=True, cache_grid=None, seed=0,
+            verbose=1):
+    """One row of AWD-LSTM's protocol (sec. 5-6): train ``preset`` (NT-ASGD) under
+    ``run_dir/train``, fine-tune from its best (averaged) weights under ``run_dir/finetune``
+    (``presets.awd_finetune``; skipped with ``finetune=False``), then measure perplexity as the
+    authors' code does (state carried; validation at ``preset.eval.batch_size``, test at batch
+    1) and, with ``cache``, the neural cache searched on validation (``cache.search`` over
+    ``cache_grid``, a dict of its keyword arguments) and applied to test. Both stages resume.
+    Returns ``(row, history, model)``; ``history`` rows carry their ``stage``."""
+    import os
+
+    from dualrnn import cache as neural_cache
+
+    ev = preset.eval
+    valid = _truncate(corpus.valid, ev.max_tokens)
+    test = _truncate(corpus.test, ev.max_tokens)
+    model = build_model(preset.model, corpus.vocab_size, seed=seed)
+    common = dict(eval_batch_size=ev.batch_size, eval_seq_len=ev.seq_len, verbose=verbose)
+    first = os.path.join(run_dir, "train")
+    stages = [("train", train(model, corpus.train, valid, preset.train, checkpoint_dir=first,
+                              **common))]
+    if finetune:
+        tune = presets.awd_finetune(preset)
+        stages.append(("finetune", train(model, corpus.train, valid, tune.train,
+                                         checkpoint_dir=os.path.join(run_dir, "finetune"),
+                                         init_from=first, **common)))
+    t0 = time.time()
+    first_result = stages[0][1]
+    averaged = [h["epoch"] for h in first_result.history if h.get("averaged")]
+    row = {"params": count_params(model), "epochs": first_result.epochs,
+           "averaging_from": averaged[0] if averaged else "",
+           "finetune_epochs": stages[1][1].epochs if finetune else 0,
+           "train_seconds": round(sum(r.wall_time for _, r in stages), 1),
+           "seconds_per_epoch": round(first_result.wall_time / max(first_result.epochs, 1), 1),
+           "valid_ppl": evaluate.perplexity(model, valid, ev.batch_size, ev.seq_len),
+           "test_ppl": evaluate.perplexity(model, test, 1, ev.seq_len)}
+    if cache:
+        feats = neural_cache.features(model, valid)
+        best, _ = neural_cache.search(feats, **(cache_grid or {}))
+        row.update(valid_ppl_cache=best["ppl"], cache_window=best["window"],
+                   cache_theta=best["theta"], cache_lambda=best["lambdah"],
+                   test_ppl_cache=neural_cache.cache_perplexity(
+                       neural_cache.features(model, test), best["window"], best["lambdah"],
+                       best["theta"]))
+    row["eval_seconds"] = round(time.time() - t0, 1)
+    for k in ("valid_ppl", "test_ppl", "valid_ppl_cache", "test_ppl_cache"):
+        if k in row:
+            if not math.isfinite(row[k]):
+                raise FloatingPointError(f"{k} of {preset.name} is {row[k]}")
+            row[k] = round(row[k], 3)
+    row["departures"] = "; ".join(preset.departures) or "none"
+    history = [{"stage": stage, **h} for stage, r in stages for h in r.history]
+    return row, history, model

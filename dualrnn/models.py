@@ -91,7 +91,9 @@ class LanguageModel(keras.Model):
     def _make_layers(self, cfg, vocab_size):
         self.model_config = cfg
         self.vocab_size = vocab_size
-        emb_init = registry.initializer(cfg, "uniform")
+        pytorch = cfg.init_scheme == "pytorch"          # AWD-LSTM sec. 5: embedding U(-0.1, 0.1)
+        emb_init = (keras.initializers.RandomUniform(-0.1, 0.1) if pytorch
+                    else registry.initializer(cfg, "uniform"))
         self.embedding = None
         if cfg.embedding_units:
             self.embedding = TiedEmbedding(vocab_size, cfg.embedding_units,
@@ -133,7 +135,9 @@ class LanguageModel(keras.Model):
                               embeddings_regularizer=_l2(cfg.recurrent_input_l2), name=name)
                 for width, name in ((cfg.recurrent_units[0], "input_a"),
                                     (cfg.context_units[0], "input_b"))]
-        out_init = registry.initializer(cfg, "glorot_uniform")
+        out_init = (keras.initializers.RandomUniform(-cfg.output_units ** -0.5,
+                                                     cfg.output_units ** -0.5) if pytorch
+                    else registry.initializer(cfg, "glorot_uniform"))      # torch.nn.Linear
         self.output_matrix = self.context_output = self.output_bias = None
         if not cfg.tied:
             self.output_matrix = keras.layers.Dense(vocab_size, use_bias=False,

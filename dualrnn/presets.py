@@ -245,34 +245,103 @@ def scrn_stacked(name: str, dataset: str = "ptb", size: str = "small",
     return at_scale(preset, scale)
 
 
-# AWD-LSTM (Merity et al. 2018, sec. 5 and the authors' salesforce/awd-lstm-lm README): three
-# weight-dropped LSTM layers 1150/1150/400 over a 400-wide embedding, tied output with a bias
-# (the authors' decoder is an nn.Linear), locked dropout on the embedding output (input 0.4 PTB /
-# 0.65 WT2), between layers (0.25 / 0.2) and on the last output (0.4), embedding dropout 0.1,
-# weight dropout 0.5 on every recurrent matrix, AR alpha 2, TAR beta 1.
+# AWD-LSTM (Merity et al. 2018, sec. 5): three weight-dropped LSTM layers 1150/1150/400 over a
+# 400-wide embedding, tied output with a bias (the authors' decoder is an nn.Linear), locked
+# dropout on the embedding output (input), between layers and on the last output, embedding
+# dropout 0.1, weight dropout 0.5, AR alpha 2, TAR beta 1, PyTorch's initialisation (sec. 5).
+# Trained with NT-ASGD (lr 30, n = 5, L = one epoch), variable BPTT N(70, 5) w.p. 0.95 else
+# N(35, 5), global gradient norm clipped at 0.25, weight decay 1.2e-6, the loss averaged over
+# examples and steps, then fine-tuned (ASGD from the start, the same stopping criterion).
+# Two variants: "paper" is sec. 5's text (dropouts (input, between layers, output, embedding) =
+# (0.4, 0.3, 0.4, 0.1), WT2 input 0.65; batch 40 PTB / 80 WT2; 750 epochs); "code" is the
+# authors' README commands (salesforce/awd-lstm-lm: PTB between layers 0.25, batch 20, 500
+# epochs; WT2 between layers 0.2, batch 80, 750 epochs). Evaluation as in the authors' code:
+# validation at batch 10, test at batch 1, state carried.
 AWD_LSTM_SIZES = dict(embedding_units=400, recurrent_units=(1150, 1150, 400))
-AWD_LSTM_DROPOUT = {
-    "ptb": dict(output_dropout=0.4, internal_dropout=0.25, input_dropout=0.4,
-                embedding_dropout=0.1, weight_dropout=0.5),
-    "wikitext-2": dict(output_dropout=0.4, internal_dropout=0.2, input_dropout=0.65,
-                       embedding_dropout=0.1, weight_dropout=0.5),
+AWD_VARIANTS = ("paper", "code")
+AWD_LSTM_DROPOUT = {  # (variant, dataset) -> dropouts
+    ("paper", "ptb"): dict(input_dropout=0.4, internal_dropout=0.3, output_dropout=0.4,
+                           embedding_dropout=0.1, weight_dropout=0.5),
+    ("paper", "wikitext-2"): dict(input_dropout=0.65, internal_dropout=0.3, output_dropout=0.4,
+                                  embedding_dropout=0.1, weight_dropout=0.5),
+    ("code", "ptb"): dict(input_dropout=0.4, internal_dropout=0.25, output_dropout=0.4,
+                          embedding_dropout=0.1, weight_dropout=0.5),
+    ("code", "wikitext-2"): dict(input_dropout=0.65, internal_dropout=0.2, output_dropout=0.4,
+                                 embedding_dropout=0.1, weight_dropout=0.5),
 }
+AWD_TRAINING = {  # (variant, dataset) -> batch size, epochs
+    ("paper", "ptb"): (40, 750), ("paper", "wikitext-2"): (80, 750),
+    ("code", "ptb"): (20, 500), ("code", "wikitext-2"): (80, 750),
+}
+AWD_FINETUNE_EPOCHS = 300          # an upper bound: fine-tuning stops on the non-monotone rule
+# Table 4's ablations: what each removes, as changes of (model, train)
+AWD_ABLATIONS = ("fine_tuning", "nt_asgd", "variable_bptt", "embedding_dropout",
+                 "weight_decay", "ar_tar", "full_sized_embedding", "weight_dropping")
 
 
-def awd_lstm_model(dataset: str = "ptb") -> ModelConfig:
-    """The AWD-LSTM network of AWD-LSTM sec. 5 on ``dataset`` (the model only; its NT-ASGD
-    training is not built yet). Parameters: see ``experiments/params.py``."""
+def awd_lstm_model(dataset: str = "ptb", variant: str = "paper") -> ModelConfig:
+    """The AWD-LSTM network of AWD-LSTM sec. 5 on ``dataset`` (see ``awd_lstm``)."""
     _check("dataset", dataset, DATASETS)
+    _check("variant", variant, AWD_VARIANTS)
     return ModelConfig(cell="weight_drop_lstm", tied=True, output_bias=True,
                        dropout_masks="sequence", activation_regularization=2.0,
-                       temporal_activation_regularization=1.0, **AWD_LSTM_SIZES,
-                       **AWD_LSTM_DROPOUT[dataset]).validate()
+                       temporal_activation_regularization=1.0, init_scheme="pytorch",
+                       **AWD_LSTM_SIZES, **AWD_LSTM_DROPOUT[(variant, dataset)]).validate()
+
+
+def awd_lstm(dataset: str = "ptb", variant: str = "paper", scale: str = "full",
+             ablation: str | None = None, model: ModelConfig | None = None) -> Preset:
+    """AWD-LSTM's training stage (NT-ASGD) on ``dataset``; ``ablation`` one of
+    ``AWD_ABLATIONS`` (Table 4: the model without that part; "fine_tuning" only skips the
+    second stage, which the experiment script runs); ``model`` replaces the network (AWD-GRU)."""
+    _check("dataset", dataset, DATASETS)
+    _check("variant", variant, AWD_VARIANTS)
+    _check("scale", scale, SCALES)
+    if ablation is not None:
+        _check("ablation", ablation, AWD_ABLATIONS)
+    m = model or awd_lstm_model(dataset, variant)
+    batch, epochs = AWD_TRAINING[(variant, dataset)]
+    t = TrainConfig(epochs=epochs, batch_size=batch, seq_len=70, optimizer="nt_asgd",
+                    learning_rate=30.0, nonmono=5, global_clipnorm=0.25, weight_decay=1.2e-6,
+                    variable_bptt=True, seed=141 if dataset == "ptb" else 1882)
+    changes = {
+        None: ({}, {}), "fine_tuning": ({}, {}),
+        # "SGD with learning rate reduced by 2 using the same nonmonotonic fashion"
+        "nt_asgd": ({}, dict(optimizer="sgd", lr_decay=0.5, variable_bptt=False)),
+        "variable_bptt": ({}, dict(variable_bptt=False)),
+        "embedding_dropout": (dict(embedding_dropout=0.0), {}),
+        "weight_decay": ({}, dict(weight_decay=0.0)),
+        "ar_tar": (dict(activation_regularization=0.0,
+                        temporal_activation_regularization=0.0), {}),
+        "full_sized_embedding": (dict(embedding_units=1150, recurrent_units=(1150, 1150, 1150)),
+                                 {}),
+        "weight_dropping": (dict(weight_dropout=0.0), {}),
+    }[ablation]
+    departures = ()
+    if ablation == "nt_asgd":
+        departures = ("the SGD ablation decays on the plateau rule (valid ppl not below the best "
+                      "so far), not on the non-monotone criterion; fixed windows of 70 (SGD has "
+                      "no per-step rate factors here)",)
+    preset = Preset(name=f"awd_lstm{'_no_' + ablation if ablation else ''}", dataset=dataset,
+                    model=m.replace(**changes[0]), train=t.replace(**changes[1]),
+                    eval=EvalConfig(batch_size=10, seq_len=70, dyneval_batch_size=10).validate(),
+                    departures=departures)
+    return at_scale(preset, scale)
+
+
+def awd_finetune(preset: Preset) -> Preset:
+    """The fine-tuning stage of an AWD preset: ASGD from the first step, stopping on the
+    non-monotone criterion (at most ``AWD_FINETUNE_EPOCHS``, or the preset's own epochs when
+    fewer, as at the smoke and small scales)."""
+    return preset.replace(name=preset.name + "_finetune", train=preset.train.replace(
+        finetune=True, optimizer="nt_asgd", lr_decay=None,
+        epochs=min(AWD_FINETUNE_EPOCHS, preset.train.epochs)))
 
 
 # The AWD-GRU of the AWD-GRU/biLSTM report (sec. 4-5): the AWD-LSTM network with weight-dropped
 # GRU layers, 3 (1150/1150/400: 19 M PTB, 28 M WT2 parameters) or 5 (1150 x 4, 400: 35 M PTB);
-# the report's dropouts are AWD-LSTM's PTB ones (input 0.4, layers 0.25, embedding 0.1) for both
-# corpora, so they are used unchanged here.
+# the report's dropouts are the AWD-LSTM code's PTB ones (input 0.4, layers 0.25, output 0.4,
+# embedding 0.1) for both corpora, so they are used unchanged here.
 AWD_GRU_UNITS = {3: (1150, 1150, 400), 5: (1150, 1150, 1150, 1150, 400)}
 
 
@@ -280,8 +349,8 @@ def awd_gru_model(dataset: str = "ptb", layers: int = 3) -> ModelConfig:
     """The AWD-GRU network (``layers`` 3 or 5) of the AWD-GRU/biLSTM report on ``dataset``."""
     _check("dataset", dataset, DATASETS)
     _check("layers", layers, tuple(AWD_GRU_UNITS))
-    return awd_lstm_model("ptb").replace(cell="weight_drop_gru",
-                                         recurrent_units=AWD_GRU_UNITS[layers])
+    return awd_lstm_model("ptb", "code").replace(cell="weight_drop_gru",
+                                                 recurrent_units=AWD_GRU_UNITS[layers])
 
 
 # What each scale changes. "full" is the paper's setting unchanged (for a GPU).
@@ -318,6 +387,7 @@ def at_scale(preset: Preset, scale: str) -> Preset:
     ev = preset.eval.replace(batch_size=s["batch_size"], dyneval_batch_size=s["batch_size"],
                              max_tokens=s["eval_tokens"])
     return preset.replace(scale="smoke", model=model, train=train, eval=ev, departures=(
+        *preset.departures,
         f"widths {m.embedding_units}/{list(m.recurrent_units)} -> {s['width']}/{list(units)}",
         f"train split truncated to {s['train_tokens']} tokens, valid/test to {s['eval_tokens']}",
         f"epochs {preset.train.epochs} -> {s['epochs']}",

@@ -134,6 +134,18 @@ def paper_scrn_table(table: int) -> dict:
         for r in rows}
 
 
+def paper_awd(name: str = "awd_lstm") -> dict:
+    """``awd_lstm.csv`` (AWD-LSTM Tables 1, 2, 4) or ``awd_gru_bilstm.csv`` (the AWD-GRU/biLSTM
+    report's Table 1): (dataset, model) -> dict of floats (missing values left out)."""
+    if name not in ("awd_lstm", "awd_gru_bilstm"):
+        raise ValueError(f"name={name!r} is not allowed: 'awd_lstm' or 'awd_gru_bilstm'")
+    out = {}
+    for r in read_csv(os.path.join(PAPER_DIR, f"{name}.csv")):
+        out[(r["dataset"], r["model"])] = {k: float(v) for k, v in r.items()
+                                           if k not in ("dataset", "model", "source") and v}
+    return out
+
+
 def update_csv(path, new_rows: list[dict], key, columns: list[str], order=None):
     """Merge ``new_rows`` into the CSV at ``path`` (replacing rows with the same ``key``), under a
     file lock and atomically, so that several processes can fill one table side by side.
@@ -154,3 +166,33 @@ def update_csv(path, new_rows: list[dict], key, columns: list[str], order=None):
             rows.sort(key=order)
         write_csv(path, rows, columns)
     return rows
+
+
+def pct(ours, paper):
+    """Our number's difference from the paper's, in % of the paper's ("" without one)."""
+    return "" if paper in (None, "") else round(100.0 * (ours - paper) / paper, 2)
+
+
+def plot_history(history_rows, path, title, names=None, dashed=()):
+    """Validation perplexity per epoch of each model in ``history_rows`` (dicts with "model" and
+    "valid_ppl"; x is the row's position among that model's rows, so stages that restart their
+    epoch count, e.g. AWD-LSTM's fine-tuning, follow on), as a PNG written atomically. ``names``
+    orders the curves (default: first appearance); models named in ``dashed`` are dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dualrnn.files import write_atomic
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in names or dict.fromkeys(r["model"] for r in history_rows):
+        ys = [float(r["valid_ppl"]) for r in history_rows if r["model"] == name]
+        if ys:
+            ax.plot(range(1, len(ys) + 1), ys, marker="o", ms=3,
+                    ls="--" if name in dashed else "-", label=name)
+    ax.set(xlabel="epoch", ylabel="validation perplexity", title=title, yscale="log")
+    ax.legend()
+    fig.tight_layout()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)

@@ -83,37 +83,12 @@ def parse(argv):
     return args
 
 
-def plot(history_rows, path, title):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from dualrnn.files import write_atomic
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in dict.fromkeys(r["model"] for r in history_rows):
-        pts = [(int(r["epoch"]), float(r["valid_ppl"])) for r in history_rows
-               if r["model"] == name]
-        ax.plot(*zip(*pts), marker="o", ms=3, label=name)
-    ax.set(xlabel="epoch", ylabel="validation perplexity", title=title, yscale="log")
-    ax.legend()
-    fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
-
-
-def pct(ours, paper):
-    """Our number's difference from the paper's, in % of the paper's ("" without one)."""
-    return "" if paper in (None, "") else round(100.0 * (ours - paper) / paper, 2)
-
-
 def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
     from dualrnn import data, presets
     from dualrnn.experiment import run_preset
-    from dualrnn.results import (paper_scrn_table, paper_scrn_table2, provenance, read_csv,
-                                 update_csv)
+    from dualrnn.results import (paper_scrn_table, paper_scrn_table2, pct, plot_history,
+                                 provenance, read_csv, update_csv)
 
     try:
         corpus = data.load_corpus(args.dataset)
@@ -184,8 +159,8 @@ def main(argv=None):
               f"{time.time() - t0:.0f}s", flush=True)
     history = read_csv(stem + "_history.csv")
     if history:
-        plot(history, stem + "_history.png", f"SCRN Table {args.table}, {args.dataset}, "
-                                             f"{args.scale} scale")
+        plot_history(history, stem + "_history.png", f"SCRN Table {args.table}, "
+                                                     f"{args.dataset}, {args.scale} scale")
     print(f"{'model':<32}{'params':>11} | {'valid':>8}{'test':>8} | {'paper v':>8}{'t':>7}")
     for name in names:
         r = rows.get(name)

@@ -70,31 +70,11 @@ def parse(argv):
     return args
 
 
-def plot(history_rows, path, title):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from dualrnn.files import write_atomic
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in NAMES:
-        pts = [(int(r["epoch"]), float(r["valid_ppl"])) for r in history_rows if r["model"] == name]
-        if pts:
-            ax.plot(*zip(*pts), marker="o", ls="--" if name.startswith("dual") else "-", label=name)
-    ax.set(xlabel="epoch", ylabel="validation perplexity", title=title, yscale="log")
-    ax.legend()
-    fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
-
-
 def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
     from dualrnn import data, presets
     from dualrnn.experiment import run_preset
-    from dualrnn.results import paper_table1, provenance, read_csv, update_csv
+    from dualrnn.results import paper_table1, plot_history, provenance, read_csv, update_csv
 
     try:
         corpus = data.load_corpus(args.dataset)
@@ -152,7 +132,8 @@ def main(argv=None):
                    DYNEVAL_COLUMNS, order=lambda r: NAMES.index(r["model"]))
         print(f"{name}: done in {time.time() - t0:.0f}s", flush=True)
     if history:
-        plot(history, stem + "_history.png", f"Table 1, {args.dataset}, {args.scale} scale")
+        plot_history(history, stem + "_history.png", f"Table 1, {args.dataset}, {args.scale} scale",
+                     names=NAMES, dashed=[n for n in NAMES if n.startswith("dual")])
     print_table(rows)
     return 0
 

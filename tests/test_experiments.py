@@ -253,3 +253,64 @@ def keras_outputs(model, ids):
 def test_hidden_state_figure_bad_input(args, needle):
     r = run(os.path.join(ROOT, "experiments", "hidden_states.py"), *args, timeout=120)
     assert r.returncode == 2 and needle in r.stderr, r.stderr
+
+
+AWD = os.path.join(ROOT, "experiments", "awd_lstm.py")
+AWD_GRU = os.path.join(ROOT, "experiments", "awd_gru_bilstm.py")
+
+
+@pytest.mark.slow
+def test_awd_lstm_smoke_end_to_end_and_resume(tmp_path):
+    out, runs = str(tmp_path / "out"), str(tmp_path / "runs")
+    r = run(AWD, "--scale", "smoke", "--ablations", "weight_dropping", "--out", out, "--runs",
+            runs, "--quiet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    path = os.path.join(out, "awd_lstm_ptb_smoke.csv")
+    main, ablation = rows(path)
+    sys.path.insert(0, os.path.join(ROOT, "experiments"))
+    from awd_lstm import COLUMNS
+
+    assert list(main) == COLUMNS and main["model"] == "awd_lstm"
+    assert float(main["paper_test_ppl"]) == 57.3 and float(main["paper_test_ppl_cache"]) == 52.8
+    for k in ("valid_ppl", "test_ppl", "valid_ppl_cache", "test_ppl_cache"):
+        assert math.isfinite(float(main[k])) and float(main[k]) > 1
+    assert float(main["valid_ppl_cache"]) <= float(main["valid_ppl"])   # lambda searched
+    assert main["finetune_epochs"] == "1" and main["commit"] and main["device"]
+    assert ablation["model"] == "awd_lstm_no_weight_dropping"
+    assert float(ablation["paper_valid_ppl"]) == 71.1 and ablation["test_ppl_cache"] == ""
+    hist = rows(os.path.join(out, "awd_lstm_ptb_smoke_history.csv"))
+    assert [(h["model"], h["stage"]) for h in hist] == [
+        ("awd_lstm", "finetune"), ("awd_lstm", "train"),
+        ("awd_lstm_no_weight_dropping", "finetune"), ("awd_lstm_no_weight_dropping", "train")]
+    before = open(path).read()
+    r = run(AWD, "--scale", "smoke", "--out", out, "--runs", runs)
+    assert r.returncode == 0 and "skipped" in r.stdout and open(path).read() == before
+
+
+@pytest.mark.parametrize("script,args,needle", [
+    (AWD, ["--ablations", "weight_drop"], "weight_drop"),
+    (AWD, ["--no-main"], "--no-main needs --ablations"),
+    (AWD, ["--variant", "readme"], "readme"),
+    (AWD, ["--dataset", "wt103"], "wt103"),
+    (AWD_GRU, ["--models", "gru,gru_7"], "gru_7"),
+    (AWD_GRU, ["--scale", "huge"], "huge")])
+def test_awd_scripts_bad_input(script, args, needle, tmp_path):
+    out = str(tmp_path / "out")
+    r = run(script, *args, "--out", out, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+    assert not os.path.exists(out)
+
+
+@pytest.mark.slow
+def test_awd_gru_smoke_and_the_leak(tmp_path):
+    out = str(tmp_path / "out")
+    r = run(AWD_GRU, "--scale", "smoke", "--models", "gru", "--show-leak", "--out", out,
+            "--runs", str(tmp_path / "runs"), "--quiet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    (row,) = rows(os.path.join(out, "awd_gru_bilstm_ptb_smoke.csv"))
+    assert row["model"] == "gru" and float(row["paper_params_millions"]) == 19
+    assert float(row["paper_seconds_per_epoch"]) == 41 and float(row["seconds_per_epoch"]) > 0
+    assert "assert_causal: the logits at position 0 change" in r.stdout
+    leak = float(r.stdout.split("validation ")[1].split(".")[0])
+    assert leak < float(row["valid_ppl"]) / 2            # the biLSTM's impossible perplexity

@@ -99,19 +99,25 @@ def initializer(config, default):
     return keras.initializers.RandomUniform(-r, r) if r else default
 
 
-def _lstm_kwargs(config):
+def _lstm_kwargs(config, units=None):
     kw = dict(kernel_regularizer=l2(config.recurrent_input_l2),
               recurrent_regularizer=l2(config.recurrent_l2),
               recurrent_dropout=config.recurrent_dropout)
-    if getattr(config, "init_scale", 0.0):
+    if getattr(config, "init_scheme", "keras") == "pytorch":
+        # torch.nn.LSTM/GRU: every weight and bias U(-1/sqrt(H), 1/sqrt(H)), H the layer's units
+        # (AWD-LSTM sec. 5: "all other weights were initialized between [-1/sqrt(H), 1/sqrt(H)]")
+        init = keras.initializers.RandomUniform(-units ** -0.5, units ** -0.5)
+        kw.update(kernel_initializer=init, recurrent_initializer=init, bias_initializer=init,
+                  unit_forget_bias=False)
+    elif getattr(config, "init_scale", 0.0):
         kw.update(kernel_initializer=initializer(config, None),
                   recurrent_initializer=initializer(config, None),
                   bias_initializer=initializer(config, None), unit_forget_bias=False)
     return kw
 
 
-def _gru_kwargs(config):
-    kw = _lstm_kwargs(config)
+def _gru_kwargs(config, units=None):
+    kw = _lstm_kwargs(config, units)
     kw.pop("unit_forget_bias", None)
     return kw
 
@@ -125,11 +131,12 @@ def _register_builtins():
 
     register(CellSpec(
         "lstm", keras.layers.LSTMCell, prefix="lstm",
-        make_cell=lambda cfg, i, units: keras.layers.LSTMCell(units, **_lstm_kwargs(cfg)),
+        make_cell=lambda cfg, i, units: keras.layers.LSTMCell(units, **_lstm_kwargs(cfg, units)),
         # keras.layers.LSTM (an RNN of that LSTMCell): the layer of every earlier version, so
         # saved models and checkpoints keep their layout.
         make_layer=lambda cfg, i, units, name: keras.layers.LSTM(
-            units, return_sequences=True, return_state=True, name=name, **_lstm_kwargs(cfg)),
+            units, return_sequences=True, return_state=True, name=name,
+            **_lstm_kwargs(cfg, units)),
         kernel=fused.lstm_sequence))
     register(CellSpec(
         "mogrifier", MogrifierLSTMCell, prefix="mlstm",
@@ -156,18 +163,18 @@ def _register_builtins():
     register(CellSpec(
         "weight_drop_lstm", WeightDropLSTMCell, prefix="wdlstm",
         make_cell=lambda cfg, i, units: WeightDropLSTMCell(
-            units, weight_dropout=cfg.weight_dropout, **_lstm_kwargs(cfg)),
+            units, weight_dropout=cfg.weight_dropout, **_lstm_kwargs(cfg, units)),
         make_layer=lambda cfg, i, units, name: WeightDropLSTM(
             units, weight_dropout=cfg.weight_dropout, return_sequences=True, return_state=True,
-            name=name, **_lstm_kwargs(cfg)),
+            name=name, **_lstm_kwargs(cfg, units)),
         kernel=fused.weight_drop_lstm_sequence))
     register(CellSpec(
         "weight_drop_gru", WeightDropGRUCell, prefix="wdgru",
         make_cell=lambda cfg, i, units: WeightDropGRUCell(
-            units, weight_dropout=cfg.weight_dropout, **_gru_kwargs(cfg)),
+            units, weight_dropout=cfg.weight_dropout, **_gru_kwargs(cfg, units)),
         make_layer=lambda cfg, i, units, name: WeightDropGRU(
             units, weight_dropout=cfg.weight_dropout, return_sequences=True, return_state=True,
-            name=name, **_gru_kwargs(cfg)),
+            name=name, **_gru_kwargs(cfg, units)),
         kernel=fused.weight_drop_gru_sequence))
 
 
