@@ -1,5 +1,6 @@
-"""Parameter counts of the Dual paper's Table 1 models, beside the paper's rounded figures, and
-of the SCRN paper's Table 2 baselines, beside its sec. 3 formulas (printed only).
+"""Parameter counts of the Dual paper's Table 1 models, beside the paper's rounded figures, of
+the SCRN paper's Table 2 baselines, beside its sec. 3 formulas, and of AWD-LSTM / AWD-GRU beside
+the AWD-LSTM paper's and the AWD-GRU/biLSTM report's rounded figures (the last two printed only).
 
     python experiments/params.py [--out results/params.csv]
 """
@@ -49,7 +50,8 @@ def main(argv=None):
             print(f"{dataset:<11} {name:<12} {n:>12,}  {pm:>6.2f}M")
     write_csv(args.out, rows, COLUMNS)
     scrn_ok = print_scrn_counts()
-    return 0 if scrn_ok and all(r["matches_paper"] for r in rows) else 1
+    awd_ok = print_awd_counts()
+    return 0 if scrn_ok and awd_ok and all(r["matches_paper"] for r in rows) else 1
 
 
 def scrn_formula(vocab, hidden, context):
@@ -71,6 +73,35 @@ def print_scrn_counts():
         n, f = dualrnn.count_params(model), scrn_formula(vocab, hidden, context)
         ok = ok and n == f
         print(f"{hidden:>5} {context:>5} {n:>12,}  {f:>12,}")
+    return ok
+
+
+def print_awd_counts():
+    """AWD-LSTM (24 M PTB / 33 M WT2) and the report's AWD-GRU (19 / 28 M, 5 layers 35 M), on the
+    standard vocabularies. PyTorch's LSTM holds two bias vectors per layer (b_ih, b_hh), Keras's
+    one: the PyTorch count is Keras's + 4 x (sum of the LSTM widths); Keras's GRU (reset_after)
+    holds both, so its count is PyTorch's. The papers round down (33.56 M is "33M")."""
+    import dualrnn
+    from dualrnn import data, presets
+    from dualrnn.results import paper_awd
+
+    awd, report = paper_awd("awd_lstm"), paper_awd("awd_gru_bilstm")
+    print(f"\nAWD-LSTM / AWD-GRU (standard vocabularies; PyTorch = the authors' count)\n"
+          f"{'dataset':<11} {'model':<10} {'Keras':>12} {'PyTorch':>12}  {'paper':>6}")
+    ok = True
+    for dataset in presets.DATASETS:
+        vocab = data.load_corpus(dataset, "standard").vocab_size
+        nets = [("awd_lstm", presets.awd_lstm_model(dataset), awd[(dataset, "awd_lstm")]),
+                ("gru", presets.awd_gru_model(dataset, 3), report[(dataset, "gru")])]
+        if dataset == "ptb":
+            nets.append(("gru_5", presets.awd_gru_model(dataset, 5), report[(dataset, "gru_5")]))
+        for name, cfg, paper in nets:
+            n = dualrnn.count_params(dualrnn.build_model(cfg, vocab))
+            torch = n + (4 * sum(cfg.recurrent_units) if cfg.cell_name == "weight_drop_lstm"
+                         else 0)
+            ok = ok and int(torch // 1e6) == paper["params_millions"]
+            print(f"{dataset:<11} {name:<10} {n:>12,} {torch:>12,}  "
+                  f"{paper['params_millions']:>5.0f}M")
     return ok
 
 

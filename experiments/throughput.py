@@ -21,7 +21,8 @@ models without dropout or penalties, the like-for-like comparison with the frame
 ``fast_plain`` (ours), ``keras_plain`` (``keras.layers.Embedding`` + ``keras.layers.LSTM`` + tied
 output) and ``torch_plain`` (``torch.nn.LSTM``, where torch is importable; timed alone in its own
 process, before the others); for the mdLSTM
-family also ``fast_rounds0``, the model without its Mogrifier rounds. It also measures the GEMM
+family also ``fast_rounds0``, the model without its Mogrifier rounds, and for the lstm family
+``lstm_weight_drop``, the plain model with AWD-LSTM's weight-dropped LSTM (p = 0.5). It also measures the GEMM
 peak of the machine in the same run, computes FLOPs per token from each configuration, and
 samples peak memory. Results are merged into ``results/throughput_<device>.csv`` (key: backend,
 scale, row, mode) with a bar chart beside it and the issue's targets checked in
@@ -588,6 +589,12 @@ def run(args, save=None):
                                  impl="fast" if impl == "fast" else "keras",
                                  regularization="table1" if mode == "train" else "none",
                                  make=lib(cfg, mode, impl)))
+        if mode == "train" and with_plain and "lstm" in families:
+            # AWD-LSTM's weight-dropped LSTM at the plain lstm's widths: U masked once per call
+            cfg = plain["lstm"].replace(cell="weight_drop_lstm", weight_dropout=0.5)
+            jobs.append(dict(row="lstm_weight_drop", mode="train", model="lstm", cfg=cfg,
+                             impl="fast", regularization="weight_drop 0.5",
+                             make=lib(cfg, "train", "fast")))
         if mode == "train" and "mdlstm" in families:
             cfg = scaled_config("mdlstm", args.scale).replace(
                 mogrifier_rounds=0, mogrifier_rank=0, mogrifier_dropout=0.0)
@@ -644,6 +651,9 @@ def targets(rows):
     if plain and tp:
         check("lstm vs torch.nn.LSTM (plain, same widths)", 0.9, t(plain) / t(tp),
               "no dropout in either")
+    if plain and get("lstm_weight_drop"):
+        check("weight-dropped lstm vs lstm (plain, same widths)", 0.95,
+              t(get("lstm_weight_drop")) / t(plain), "AWD-LSTM sec. 2: one mask of U per call")
     if get("mdlstm") and get("mdlstm_rounds0"):
         check("mdlstm vs lstm of the same widths", 0.75,
               t(get("mdlstm")) / t(get("mdlstm_rounds0")), "fast LSTM at 850/850, no rounds")
