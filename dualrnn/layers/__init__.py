@@ -4,6 +4,7 @@ Every recurrent cell is reached through ``layers.registry`` (``ModelConfig.cell`
 """
 
 from dualrnn.layers import fused  # noqa: F401
+from dualrnn.layers.dropout import EmbeddingDropout, LockedDropout
 from dualrnn.layers.dual import DualHead
 from dualrnn.layers.mogrifier import MogrifierLSTMCell
 from dualrnn.layers.output import TiedEmbedding
@@ -12,5 +13,5 @@ from dualrnn.layers.weight_drop import (WeightDropGRU, WeightDropGRUCell, Weight
                                         WeightDropLSTMCell)
 from dualrnn.layers import registry  # noqa: F401,E402  (after the cells it registers)
 
-__all__ = ["DualHead", "MogrifierLSTMCell", "SCRNCell", "TiedEmbedding", "WeightDropGRU",
+__all__ = ["DualHead", "EmbeddingDropout", "LockedDropout", "MogrifierLSTMCell", "SCRNCell", "TiedEmbedding", "WeightDropGRU",
            "WeightDropGRUCell", "WeightDropLSTM", "WeightDropLSTMCell"]
