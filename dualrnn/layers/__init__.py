@@ -13,5 +13,6 @@ from dualrnn.layers.weight_drop import (WeightDropGRU, WeightDropGRUCell, Weight
                                         WeightDropLSTMCell)
 from dualrnn.layers import registry  # noqa: F401,E402  (after the cells it registers)
 
-__all__ = ["DualHead", "EmbeddingDropout", "LockedDropout", "MogrifierLSTMCell", "SCRNCell", "TiedEmbedding", "WeightDropGRU",
-           "WeightDropGRUCell", "WeightDropLSTM", "WeightDropLSTMCell"]
+__all__ = ["DualHead", "EmbeddingDropout", "LockedDropout", "MogrifierLSTMCell", "SCRNCell",
+           "TiedEmbedding", "WeightDropGRU", "WeightDropGRUCell", "WeightDropLSTM",
+           "WeightDropLSTMCell"]
