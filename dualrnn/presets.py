@@ -212,6 +212,8 @@ SCRN_TABLE3 = {   # (regularisation, size) -> p (PTB, WT2), lr, decay, decay aft
 SCRN_TABLE4 = ("scrn_nd", "scrn_nd_wt", "scrn_vd", "scrn_vd_wt")
 SCRN_TABLE5 = ("scrn_nd_wt", "scrn_nd_wt_no_regularization", "scrn_nd_wt_no_context_dropout",
                "scrn_nd_wt_no_context_softmax")
+# Table 7: the medium SCRN + ND + WT trained at each alpha (sec. 6.3)
+SCRN_TABLE7_ALPHAS = (0.85, 0.88, 0.90, 0.95, 0.97, 0.99)
 
 
 def scrn_stacked(name: str, dataset: str = "ptb", size: str = "small",

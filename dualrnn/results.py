@@ -124,10 +124,11 @@ def paper_scrn_table2() -> dict:
 
 
 def paper_scrn_table(table: int) -> dict:
-    """The SCRN paper's Table 4 or 5: (dataset, model, size) -> dict of floats (Table 4: test
-    perplexity only)."""
-    if table not in (4, 5):
-        raise ValueError(f"table={table!r} is not allowed: 4 or 5 (Table 2: paper_scrn_table2)")
+    """The SCRN paper's Table 4, 5 or 7: (dataset, model, size) -> dict of floats (Tables 4 and 7:
+    test perplexity only; Table 7's models are ``alpha_<value>``)."""
+    if table not in (4, 5, 7):
+        raise ValueError(f"table={table!r} is not allowed: 4, 5 or 7 (Table 2: "
+                         f"paper_scrn_table2)")
     rows = read_csv(os.path.join(PAPER_DIR, f"scrn_table{table}.csv"))
     return {(r["dataset"], r["model"], r["size"]): {
         k: float(v) for k, v in r.items() if k not in ("dataset", "model", "size", "source")}

@@ -32,6 +32,8 @@ import _cli
 
 _cli.set_backend(sys.argv)
 
+from dualrnn import presets  # noqa: E402  (light: no Keras; the scripts' choices come from it)
+
 MODELS = ("lstm", "gru", "gru_5")
 COLUMNS = ["dataset", "model", "scale", "params", "paper_params_millions", "seconds_per_epoch",
            "paper_seconds_per_epoch", "paper_device", "valid_ppl", "test_ppl", "epochs",
@@ -43,8 +45,8 @@ HISTORY_COLUMNS = ["model", "stage", "epoch", "train_ppl", "valid_ppl", "average
 
 def parse(argv):
     p = _cli.Parser(prog="awd_gru_bilstm.py", description=__doc__.split("\n")[0])
-    p.add_argument("--dataset", choices=["ptb", "wikitext-2"], default="ptb")
-    p.add_argument("--scale", choices=["smoke", "small", "full"], default="smoke")
+    p.add_argument("--dataset", choices=presets.DATASETS, default="ptb")
+    p.add_argument("--scale", choices=presets.SCALES, default="smoke")
     p.add_argument("--models", default=",".join(MODELS),
                    type=lambda t: _cli.csv_list(MODELS)(t),
                    help="comma-separated subset of " + ",".join(MODELS))
@@ -102,7 +104,7 @@ def bidirectional_leak(corpus, preset, seed):
 
 def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
-    from dualrnn import data, presets
+    from dualrnn import data
     from dualrnn.experiment import run_awd
     from dualrnn.results import paper_awd, plot_history, provenance, read_csv, update_csv
 

@@ -33,9 +33,9 @@ import _cli
 
 _cli.set_backend(sys.argv)
 
-# presets.AWD_ABLATIONS, spelled out: this file parses its arguments before Keras loads
-ABLATIONS = ("fine_tuning", "nt_asgd", "variable_bptt", "embedding_dropout", "weight_decay",
-             "ar_tar", "full_sized_embedding", "weight_dropping")
+from dualrnn import presets  # noqa: E402  (light: no Keras; the scripts' choices come from it)
+
+ABLATIONS = presets.AWD_ABLATIONS
 COLUMNS = ["dataset", "model", "variant", "scale", "params", "valid_ppl", "test_ppl",
            "paper_valid_ppl", "paper_test_ppl", "valid_vs_paper_pct", "test_vs_paper_pct",
            "valid_ppl_cache", "test_ppl_cache", "paper_valid_ppl_cache", "paper_test_ppl_cache",
@@ -51,9 +51,9 @@ SMOKE_CACHE = dict(windows=(100, 500), thetas=(0.662, 1.0), lambdahs=(0.1, 0.127
 
 def parse(argv):
     p = _cli.Parser(prog="awd_lstm.py", description=__doc__.split("\n")[0])
-    p.add_argument("--dataset", choices=["ptb", "wikitext-2"], default="ptb")
-    p.add_argument("--scale", choices=["smoke", "small", "full"], default="smoke")
-    p.add_argument("--variant", choices=["paper", "code"], default="paper",
+    p.add_argument("--dataset", choices=presets.DATASETS, default="ptb")
+    p.add_argument("--scale", choices=presets.SCALES, default="smoke")
+    p.add_argument("--variant", choices=presets.AWD_VARIANTS, default="paper",
                    help="the paper's hyperparameters (sec. 5) or the authors' README commands")
     p.add_argument("--ablations", default="",
                    help="comma-separated Table 4 rows to run after the main one: "
@@ -75,7 +75,7 @@ def parse(argv):
 
 def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
-    from dualrnn import data, presets
+    from dualrnn import data
     from dualrnn.experiment import run_awd
     from dualrnn.results import paper_awd, pct, plot_history, provenance, read_csv, update_csv
 

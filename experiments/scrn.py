@@ -1,10 +1,13 @@
 """Reproduce the SCRN paper's tables (Kabdolov, Assylbekov & Takhanov, "Reproducing and
 Regularizing the SCRN Model"): Table 2 (the PTB baselines), Table 4 (SCRN + ND / VD, with and
-without weight tying, PTB and WikiText-2) and Table 5 (ablations of SCRN + ND + WT, PTB).
+without weight tying, PTB and WikiText-2), Table 5 (ablations of SCRN + ND + WT, PTB) and Table 7
+(the medium SCRN + ND + WT for alpha in {0.85, 0.88, 0.90, 0.95, 0.97, 0.99}; PTB and WikiText-2,
+the paper's French, Spanish, German, Czech and Russian corpora are not available here).
 
     python experiments/scrn.py --table 2 --scale smoke
     python experiments/scrn.py --table 2 --scale full --models 40x10,90x10     # the paper's runs
     python experiments/scrn.py --table 4 --dataset ptb --size small --scale full
+    python experiments/scrn.py --table 7 --dataset ptb --models 0.95,0.97 --scale full
 
 Writes results/scrn_table<T>_<dataset>_<scale>.csv (Tables 4-5: ..._<scale>_<size>.csv; one row
 per model, the paper's numbers beside ours with the difference in %, provenance),
@@ -35,12 +38,12 @@ import _cli
 
 _cli.set_backend(sys.argv)
 
-TABLES = (2, 4, 5)
-SIZES = ("40x10", "90x10", "100x40", "300x40")       # (d_h, d_s) of the paper's Table 2
-# Tables 4-5: presets.SCRN_TABLE4 / SCRN_TABLE5 (spelled out: this file parses before Keras loads)
-STACKED = {4: ("scrn_nd", "scrn_nd_wt", "scrn_vd", "scrn_vd_wt"),
-           5: ("scrn_nd_wt", "scrn_nd_wt_no_regularization", "scrn_nd_wt_no_context_dropout",
-               "scrn_nd_wt_no_context_softmax")}
+from dualrnn import presets  # noqa: E402  (light: no Keras; the scripts' choices come from it)
+
+TABLES = (2, 4, 5, 7)
+SIZES = tuple(f"{h}x{c}" for h, c in presets.SCRN_TABLE2_SIZES)   # (d_h, d_s) of Table 2
+STACKED = {4: presets.SCRN_TABLE4, 5: presets.SCRN_TABLE5}
+ALPHAS = tuple(f"{a:.2f}" for a in presets.SCRN_TABLE7_ALPHAS)    # Table 7's alpha values
 COLUMNS = ["dataset", "model", "size", "hidden", "context", "scale", "params", "valid_ppl",
            "test_ppl",
            "paper_valid_ppl", "paper_test_ppl", "valid_vs_paper_pct", "test_vs_paper_pct",
@@ -54,14 +57,16 @@ def parse(argv):
     p = _cli.Parser(prog="scrn.py", description=__doc__.split("\n")[0])
     p.add_argument("--table", type=int, choices=TABLES, required=True,
                    help="which table of the SCRN paper")
-    p.add_argument("--dataset", choices=["ptb", "wikitext-2"], default="ptb",
+    p.add_argument("--dataset", choices=presets.DATASETS, default="ptb",
                    help="Tables 2 and 5 are on PTB only")
-    p.add_argument("--size", choices=["small", "medium"], default="small",
-                   help="Tables 4-5: the stacked model's size (240/40 or 750/120)")
-    p.add_argument("--scale", choices=["smoke", "small", "full"], default="smoke")
+    p.add_argument("--size", choices=tuple(presets.SCRN_STACKED_SIZES), default=None,
+                   help="Tables 4-5: the stacked model's size (240/40 or 750/120; default "
+                        "small); Table 7 is medium")
+    p.add_argument("--scale", choices=presets.SCALES, default="smoke")
     p.add_argument("--models", default=None,
                    help="comma-separated subset: Table 2 " + ",".join(SIZES) + " (d_h x d_s); "
-                        "Table 4 " + ",".join(STACKED[4]) + "; Table 5 " + ",".join(STACKED[5]))
+                        "Table 4 " + ",".join(STACKED[4]) + "; Table 5 " + ",".join(STACKED[5])
+                        + "; Table 7 " + ",".join(ALPHAS) + " (alpha)")
     p.add_argument("--stop-after-decays", type=_cli.in_range(1, None, int, "at least 1"),
                    default=None, help="stop once the learning rate has been decayed this many "
                                       "times (Table 2's default 10; Tables 4-5: never)")
@@ -69,9 +74,12 @@ def parse(argv):
     args = p.parse_args(argv)
     if args.table in (2, 5) and args.dataset != "ptb":
         p.error(f"--dataset {args.dataset}: Table {args.table} is on ptb only")
-    if args.table == 2 and args.size != "small":
+    if args.table == 2 and args.size is not None:
         p.error(f"--size {args.size}: Table 2's baselines have their own sizes (use --models)")
-    choices = SIZES if args.table == 2 else STACKED[args.table]
+    if args.table == 7 and args.size not in (None, "medium"):
+        p.error(f"--size {args.size}: Table 7 is the medium SCRN + ND + WT")
+    args.size = {2: "small", 7: "medium"}.get(args.table, args.size or "small")
+    choices = {2: SIZES, 7: ALPHAS}.get(args.table) or STACKED.get(args.table)
     try:
         args.models = (list(choices) if args.models is None
                        else _cli.csv_list(choices)(args.models))
@@ -85,7 +93,7 @@ def parse(argv):
 
 def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
-    from dualrnn import data, presets
+    from dualrnn import data
     from dualrnn.experiment import run_preset
     from dualrnn.results import (paper_scrn_table, paper_scrn_table2, pct, plot_history,
                                  provenance, read_csv, update_csv)
@@ -98,10 +106,11 @@ def main(argv=None):
     stem = os.path.join(args.out, f"scrn_table{args.table}_{args.dataset}_{args.scale}"
                         + ("" if args.table == 2 else f"_{args.size}"))
     rows = {r["model"]: r for r in read_csv(stem + ".csv")}
-    names = [f"scrn_{m}" for m in SIZES] if args.table == 2 else list(STACKED[args.table])
+    names = ([f"scrn_{m}" for m in SIZES] if args.table == 2 else
+             [f"alpha_{a}" for a in ALPHAS] if args.table == 7 else list(STACKED[args.table]))
     order = lambda r: (names.index(r["model"]), int(r.get("epoch") or 0))  # noqa: E731
     for m in args.models:
-        name = f"scrn_{m}" if args.table == 2 else m
+        name = {2: f"scrn_{m}", 7: f"alpha_{m}"}.get(args.table, m)
         if name in rows:
             print(f"{name}: already in {stem}.csv, skipped (delete its row to rerun)")
             continue
@@ -110,6 +119,13 @@ def main(argv=None):
             preset = presets.scrn_table2(hidden, context, args.scale)
             pp = paper_scrn_table2()[(hidden, context)]
             size = m
+        elif args.table == 7:          # Table 7: the medium SCRN + ND + WT at another alpha
+            preset = presets.scrn_stacked("scrn_nd_wt", args.dataset, "medium", args.scale)
+            preset = preset.replace(name=f"scrn_nd_wt_medium_alpha_{m}",
+                                    model=preset.model.replace(alpha=float(m)))
+            hidden, context = presets.SCRN_STACKED_SIZES["medium"]
+            pp = paper_scrn_table(7).get((args.dataset, name, "medium"), {})
+            size = "medium"
         else:
             preset = presets.scrn_stacked(m, args.dataset, args.size, args.scale)
             hidden, context = presets.SCRN_STACKED_SIZES[args.size]

@@ -17,6 +17,8 @@ import _cli
 
 _cli.set_backend(sys.argv)
 
+from dualrnn import presets  # noqa: E402  (light: no Keras; the scripts' choices come from it)
+
 COLUMNS = ["dataset", "model", "scale", "params", "paper_params_millions", "valid_ppl_carry",
            "test_ppl_carry", "valid_ppl_windows", "test_ppl_windows", "dyn_valid_ppl",
            "dyn_test_ppl", "paper_valid_ppl", "paper_test_ppl", "paper_dyn_valid_ppl",
@@ -28,21 +30,21 @@ COLUMNS = ["dataset", "model", "scale", "params", "paper_params_millions", "vali
 HISTORY_COLUMNS = ["model", "epoch", "train_ppl", "valid_ppl", "seconds", "command"]
 DYNEVAL_COLUMNS = ["model", "method", "batch_size", "seq_len", "clipnorm", "lr", "beta_1",
                    "valid_ppl", "command"]
-NAMES = ("lstm", "dual_lstm", "dlstm", "dual_dlstm", "mdlstm", "dual_mdlstm")
+NAMES = presets.TABLE1_NAMES
 
 
 def parse(argv):
     p = _cli.Parser(prog="table1.py", description=__doc__.split("\n")[0])
-    p.add_argument("--dataset", choices=["ptb", "wikitext-2"], default=None,
+    p.add_argument("--dataset", choices=presets.DATASETS, default=None,
                    help="default ptb, or the --preset's dataset")
-    p.add_argument("--scale", choices=["smoke", "small", "full"], default="smoke")
+    p.add_argument("--scale", choices=presets.SCALES, default="smoke")
     p.add_argument("--models", type=_cli.csv_list(NAMES), default=list(NAMES),
                    help="comma-separated subset of " + ",".join(NAMES))
     p.add_argument("--eval-seq-len", type=_cli.in_range(5, 70, int), default=None,
                    help="evaluation window, in the paper's range [5, 70] (default 25)")
     p.add_argument("--temperature", type=_cli.in_range(0.9, 1.3), default=None,
                    help="softmax temperature, in the paper's range [0.9, 1.3] (default 1.0)")
-    p.add_argument("--dyneval-grid", choices=["smoke", "small", "quick", "full"], default=None,
+    p.add_argument("--dyneval-grid", choices=tuple(presets.DYNEVAL_SEARCH), default=None,
                    help="which presets.DYNEVAL_SEARCH grid to search (default: the --scale's)")
     p.add_argument("--preset", default=None, metavar="FILE",
                    help="a preset JSON (tuning/export.py --best) instead of the built-in row; "
@@ -72,7 +74,7 @@ def parse(argv):
 
 def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
-    from dualrnn import data, presets
+    from dualrnn import data
     from dualrnn.experiment import run_preset
     from dualrnn.results import paper_table1, plot_history, provenance, read_csv, update_csv
 

@@ -21,6 +21,8 @@ import _cli
 
 _cli.set_backend(sys.argv)
 
+from dualrnn import presets  # noqa: E402  (light: no Keras; the scripts' choices come from it)
+
 COLUMNS = ["model", "scale", "params", "epochs", "best_epoch", "train_seconds", "eval_seq_len",
            "temperature", "valid_ppl_windows", "test_ppl_windows", "temperature_carry",
            "valid_ppl_carry", "test_ppl_carry", "dyn_beta1", "dyn_method", "dyn_batch_size",
@@ -36,12 +38,12 @@ SEARCH_COLUMNS = ["kind", "protocol", "method", "batch_size", "seq_len", "temper
 
 def main(argv=None):
     p = _cli.Parser(prog="table2.py", description=__doc__.split("\n")[0])
-    p.add_argument("--scale", choices=["smoke", "small", "full"], default="smoke")
+    p.add_argument("--scale", choices=presets.SCALES, default="smoke")
     _cli.add_run_flags(p, _cli.ROOT)
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     _cli.check_run_flags(p, args)
 
-    from dualrnn import data, dyneval, evaluate, presets
+    from dualrnn import data, dyneval, evaluate
     from dualrnn.experiment import dyneval_space, protocol_departures
     from dualrnn.models import build_model, count_params
     from dualrnn.results import paper_table2, provenance, read_csv, write_csv

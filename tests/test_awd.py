@@ -162,6 +162,7 @@ def test_ar_and_tar_reach_the_loss(rng):
         assert not m.losses
 
 
+@pytest.mark.slow     # builds the 24 M / 33 M models; experiments/params.py checks them too
 def test_awd_lstm_preset_parameter_counts():
     # AWD-LSTM: 24 M (PTB), 33 M (WT2, standard vocabulary); one LSTM bias per layer in Keras,
     # two (b_ih, b_hh) in PyTorch: 4 * (1150 + 1150 + 400) = 10,800 fewer numbers here.
@@ -230,7 +231,7 @@ def test_every_preset_is_causal(name):
         small["mogrifier_rank"] = 3
     if cfg.architecture == "dual":
         small["dual_units"] = width
-    assert_causal(dualrnn.build_model(cfg.replace(**small), VOCAB, seed=0), VOCAB)
+    assert_causal(dualrnn.build_model(cfg.replace(**small), VOCAB, seed=0), VOCAB, seq_len=6)
 
 
 def test_a_bidirectional_model_leaks():
@@ -296,7 +297,11 @@ def test_nt_asgd_switches_when_the_non_monotone_rule_says(monkeypatch):
     model_weights = [numpy(v) for v in keep.model.base.trainable_variables]
     for a, b in zip(model_weights, keep.averages):
         np.testing.assert_allclose(a, b, rtol=1e-6)
-    # the same scripts without the stall never average
+
+
+def test_nt_asgd_without_a_stall_never_averages(monkeypatch):
+    from test_train import tiny_run
+
     steady, _ = tiny_run(monkeypatch, [100.0, 90.0, 80.0, 79.0, 78.0, 77.0, 76.0], NT)
     assert not any(h["averaged"] for h in steady.history)
 
@@ -511,7 +516,7 @@ def np_gru(x, kernel, recurrent, bias, reset_after=True):
     return np.stack(out, 1)
 
 
-@pytest.mark.parametrize("reset_after", [pytest.param(True, marks=pytest.mark.jax), False])
+@pytest.mark.parametrize("reset_after", [True, False])
 def test_weight_drop_gru_is_keras_gru_with_one_mask_per_call(reset_after, rng):
     from dualrnn.layers import WeightDropGRU
 
@@ -548,6 +553,7 @@ def test_weight_drop_gru_is_keras_gru_with_one_mask_per_call(reset_after, rng):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow     # builds the 19-35 M models; experiments/params.py checks them too
 def test_awd_gru_preset_parameter_counts():
     # Keras's GRU (reset_after) holds PyTorch's two biases: the counts are the report's exactly
     for dataset, vocab, layers, expected, paper in (("ptb", 10_000, 3, 19_168_700, 19),

@@ -25,6 +25,7 @@ def model():
     return m
 
 
+@pytest.mark.once     # on JAX: test_scrn's stateful-evaluation test (lstm, scrn) checks this
 def test_value_does_not_depend_on_the_window(model, ptb):
     tokens = ptb.valid[:6_000]
     ppl = [evaluate.perplexity(model, tokens, batch_size=16, seq_len=s) for s in (5, 50, 137)]

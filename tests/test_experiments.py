@@ -161,7 +161,9 @@ def test_scrn_table2_smoke_end_to_end_and_resume(tmp_path):
     (["--table", "4", "--models", "scrn_nd,scrn_xd"], "scrn_xd"),
     (["--table", "4", "--models", "40x10"], "40x10"),
     (["--table", "5", "--dataset", "wikitext-2"], "Table 5 is on ptb only"),
-    (["--table", "4", "--size", "large"], "large")])
+    (["--table", "4", "--size", "large"], "large"),
+    (["--table", "7", "--models", "0.95,0.5"], "0.5"),
+    (["--table", "7", "--size", "small"], "Table 7 is the medium")])
 def test_scrn_script_bad_input(args, needle, tmp_path):
     out = str(tmp_path / "out")
     r = run(SCRN, *args, "--out", out, timeout=120)
@@ -182,6 +184,17 @@ def test_scrn_table4_smoke_end_to_end(tmp_path):
     assert float(row["paper_test_ppl"]) == 106.0 and row["paper_valid_ppl"] == ""
     assert math.isfinite(float(row["test_ppl"])) and row["valid_vs_paper_pct"] == ""
     assert "stopping rule" in row["departures"] and "--size medium" in row["command"]
+
+
+@pytest.mark.slow
+def test_scrn_table7_smoke_end_to_end(tmp_path):
+    out = str(tmp_path / "out")
+    r = run(SCRN, "--table", "7", "--models", "0.97", "--scale", "smoke", "--out", out,
+            "--runs", str(tmp_path / "runs"), "--quiet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    (row,) = rows(os.path.join(out, "scrn_table7_ptb_smoke_medium.csv"))
+    assert row["model"] == "alpha_0.97" and row["size"] == "medium"
+    assert float(row["paper_test_ppl"]) == 86.0 and math.isfinite(float(row["test_ppl"]))
 
 
 def test_import_dualrnn_loads_keras_only_when_needed():

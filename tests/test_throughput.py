@@ -21,6 +21,7 @@ def rows(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow     # the whole script at tiny sizes (30 s); its parts are tested below
 def test_tiny_run_writes_csv(tmp_path):
     out = str(tmp_path / "out")
     r = run("--tiny", "--models", "lstm", "--modes", "train,dyneval", "--out", out)
