@@ -21,7 +21,8 @@ import _cli
 
 _cli.set_backend(sys.argv)
 
-COLUMNS = ["model", "checkpoint", "epoch", "sentence", "position", "word", "l1"]
+COLUMNS = ["model", "checkpoint", "epoch", "valid_ppl", "sentence", "position", "word", "l1",
+           "command", "commit", "date", "device", "backend", "versions"]
 
 
 def parse(argv):
@@ -73,7 +74,7 @@ def main(argv=None):
 
     from dualrnn import data
     from dualrnn.files import write_atomic
-    from dualrnn.results import write_csv
+    from dualrnn.results import provenance, write_csv
     from dualrnn.train import load_trained
 
     corpus = data.load_corpus("ptb")
@@ -91,6 +92,9 @@ def main(argv=None):
         sys.stderr.write(f"hidden_states.py: error: no PTB test sentence holds {args.word!r}\n")
         return 2
     rows = []
+    prov = provenance()
+    command = ("experiments/hidden_states.py --lstm " + args.lstm + " --scrn " + args.scrn
+               + f" --word {args.word} --sentences {args.sentences}")
     fig, axes = plt.subplots(len(sentences), 2, figsize=(14, 2.6 * len(sentences)),
                              squeeze=False)
     for col, (name, path) in enumerate((("LSTM", args.lstm), ("SCRN", args.scrn))):
@@ -100,8 +104,10 @@ def main(argv=None):
         for i, words in enumerate(sentences):
             h = first_layer_hidden(model, corpus.vocab.encode(words))
             l1 = np.abs(np.diff(np.concatenate([np.zeros_like(h[:1]), h]), axis=0)).sum(-1)
-            rows += [dict(model=name, checkpoint=path, epoch=state["best_epoch"], sentence=i,
-                          position=t, word=w, l1=round(float(v), 4))
+            rows += [dict(model=name, checkpoint=os.path.basename(os.path.normpath(path)),
+                          epoch=state["best_epoch"],
+                          valid_ppl=round(state["best_valid_ppl"], 2), sentence=i,
+                          position=t, word=w, l1=round(float(v), 4), command=command, **prov)
                      for t, (w, v) in enumerate(zip(words, l1))]
             ax = axes[i][col]
             ax.bar(range(len(words)), l1, color="tab:blue" if col == 0 else "tab:orange")
