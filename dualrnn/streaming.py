@@ -158,11 +158,17 @@ class WindowSequence(keras.utils.PyDataset):
 
     def __init__(self, streams, seq_len, tail=False, reset_every=False):
         super().__init__()
-        self.streams = streams
         items = [(x, y) for _, x, y in windows(streams, seq_len)]
         n_full = (streams.shape[1] - 1) // seq_len
-        self.items = items[n_full:] if tail else items[:n_full]
-        self.first = 0 if (not tail or n_full == 0) else None
+        self._setup(streams, items[n_full:] if tail else items[:n_full],
+                    0 if (not tail or n_full == 0) else None, reset_every)
+
+    def _setup(self, streams, items, first, reset_every):
+        """``items``: the (inputs, targets) windows; ``first``: the index of the window that
+        starts from the zero state (None: none)."""
+        self.streams = streams
+        self.items = items
+        self.first = first
         self.reset_every = reset_every
         self._reset = np.ones((streams.shape[0],), "float32")
         self._keep = np.zeros((streams.shape[0],), "float32")
@@ -176,24 +182,15 @@ class WindowSequence(keras.utils.PyDataset):
         return (x, self._reset if reset else self._keep), y
 
 
-class VariableWindowSequence(keras.utils.PyDataset):
+class VariableWindowSequence(WindowSequence):
     """Windows ``((ids, reset), targets)`` of ``streams`` at the given ``(start, width, ...)``
     spans (``data.variable_windows``: AWD-LSTM's variable BPTT), in order; the first window (or,
     with ``reset_every``, every window) starts from the zero state."""
 
     def __init__(self, streams, spans, reset_every=False):
-        super().__init__()
-        self.items = [(streams[:, s:s + w], streams[:, s + 1:s + w + 1]) for s, w, *_ in spans]
-        self.reset_every = reset_every
-        self._reset = np.ones((streams.shape[0],), "float32")
-        self._keep = np.zeros((streams.shape[0],), "float32")
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        x, y = self.items[i]
-        return (x, self._reset if self.reset_every or i == 0 else self._keep), y
+        keras.utils.PyDataset.__init__(self)
+        self._setup(streams, [(streams[:, s:s + w], streams[:, s + 1:s + w + 1])
+                              for s, w, *_ in spans], 0, reset_every)
 
     def fit_input(self):
         """What ``fit`` takes: this sequence, or on TensorFlow a ``tf.data.Dataset`` with the

@@ -167,8 +167,41 @@ class WeightDropGRUCell(_WeightDrop, keras.layers.GRUCell):
         return h, ([h] if isinstance(states, (list, tuple)) else h)
 
 
+def _check_layer_args(units, use_cudnn):
+    if use_cudnn not in (False, "auto"):
+        raise ValueError(f"use_cudnn={use_cudnn!r} is not allowed: False or 'auto' (cuDNN's "
+                         f"kernels cannot drop the recurrent weights)")
+    if not isinstance(units, int) or isinstance(units, bool) or units < 1:
+        raise ValueError(f"units={units!r} is not allowed: an integer >= 1")
+
+
+class _WeightDropLayer:
+    """What ``WeightDropLSTM`` and ``WeightDropGRU`` share (mixed in before the Keras layer)."""
+
+    def _init_rnn(self, cell, return_sequences, return_state, go_backwards, stateful, unroll,
+                  activity_regularizer, kwargs):
+        """``keras.layers.RNN``'s constructor (not LSTM's or GRU's, which would build a plain
+        cell); never cuDNN."""
+        keras.layers.RNN.__init__(self, cell, return_sequences=return_sequences,
+                                  return_state=return_state, go_backwards=go_backwards,
+                                  stateful=stateful, unroll=unroll,
+                                  activity_regularizer=activity_regularizer, **kwargs)
+        self.input_spec = keras.layers.InputSpec(ndim=3)
+        self.use_cudnn = False
+
+    @property
+    def weight_dropout(self):
+        return self.cell.weight_dropout
+
+    def get_config(self):
+        config = super().get_config()
+        config["weight_dropout"] = self.weight_dropout
+        config.pop("use_cudnn", None)
+        return config
+
+
 @keras.saving.register_keras_serializable(package="dualrnn")
-class WeightDropLSTM(keras.layers.LSTM):
+class WeightDropLSTM(_WeightDropLayer, keras.layers.LSTM):
     """``keras.layers.LSTM`` with weight dropout (AWD-LSTM sec. 2): a ``keras.layers.RNN`` of a
     ``WeightDropLSTMCell``. Takes every argument of ``keras.layers.LSTM`` plus
     ``weight_dropout`` (``use_cudnn`` only as False or "auto", which here mean the same: the
@@ -183,11 +216,7 @@ class WeightDropLSTM(keras.layers.LSTM):
                  dropout=0.0, recurrent_dropout=0.0, seed=None, return_sequences=False,
                  return_state=False, go_backwards=False, stateful=False, unroll=False,
                  use_cudnn=False, **kwargs):
-        if use_cudnn not in (False, "auto"):
-            raise ValueError(f"use_cudnn={use_cudnn!r} is not allowed: False or 'auto' (cuDNN's "
-                             f"LSTM kernel cannot drop the recurrent weights)")
-        if not isinstance(units, int) or isinstance(units, bool) or units < 1:
-            raise ValueError(f"units={units!r} is not allowed: an integer >= 1")
+        _check_layer_args(units, use_cudnn)
         cell = WeightDropLSTMCell(
             units, weight_dropout=weight_dropout, activation=activation,
             recurrent_activation=recurrent_activation, use_bias=use_bias,
@@ -200,27 +229,12 @@ class WeightDropLSTM(keras.layers.LSTM):
             dtype=kwargs.get("dtype", None), trainable=kwargs.get("trainable", True),
             name="weight_drop_lstm_cell", seed=seed,
             implementation=kwargs.pop("implementation", 2))
-        # keras.layers.RNN's constructor, not LSTM's (which would build a plain LSTMCell)
-        keras.layers.RNN.__init__(self, cell, return_sequences=return_sequences,
-                                  return_state=return_state, go_backwards=go_backwards,
-                                  stateful=stateful, unroll=unroll,
-                                  activity_regularizer=activity_regularizer, **kwargs)
-        self.input_spec = keras.layers.InputSpec(ndim=3)
-        self.use_cudnn = False
-
-    @property
-    def weight_dropout(self):
-        return self.cell.weight_dropout
-
-    def get_config(self):
-        config = super().get_config()
-        config["weight_dropout"] = self.weight_dropout
-        config.pop("use_cudnn", None)
-        return config
+        self._init_rnn(cell, return_sequences, return_state, go_backwards, stateful, unroll,
+                       activity_regularizer, kwargs)
 
 
 @keras.saving.register_keras_serializable(package="dualrnn")
-class WeightDropGRU(keras.layers.GRU):
+class WeightDropGRU(_WeightDropLayer, keras.layers.GRU):
     """``keras.layers.GRU`` with weight dropout: a ``keras.layers.RNN`` of a
     ``WeightDropGRUCell``; every argument of ``keras.layers.GRU`` plus ``weight_dropout``
     (``use_cudnn`` only False or "auto", meaning the same: cuDNN cannot mask the matrix)."""
@@ -234,11 +248,7 @@ class WeightDropGRU(keras.layers.GRU):
                  recurrent_dropout=0.0, seed=None, return_sequences=False, return_state=False,
                  go_backwards=False, stateful=False, unroll=False, reset_after=True,
                  use_cudnn=False, **kwargs):
-        if use_cudnn not in (False, "auto"):
-            raise ValueError(f"use_cudnn={use_cudnn!r} is not allowed: False or 'auto' (cuDNN's "
-                             f"GRU kernel cannot drop the recurrent weights)")
-        if not isinstance(units, int) or isinstance(units, bool) or units < 1:
-            raise ValueError(f"units={units!r} is not allowed: an integer >= 1")
+        _check_layer_args(units, use_cudnn)
         cell = WeightDropGRUCell(
             units, weight_dropout=weight_dropout, activation=activation,
             recurrent_activation=recurrent_activation, use_bias=use_bias,
@@ -251,19 +261,5 @@ class WeightDropGRU(keras.layers.GRU):
             dtype=kwargs.get("dtype", None), trainable=kwargs.get("trainable", True),
             name="weight_drop_gru_cell", seed=seed,
             implementation=kwargs.pop("implementation", 2))
-        keras.layers.RNN.__init__(self, cell, return_sequences=return_sequences,
-                                  return_state=return_state, go_backwards=go_backwards,
-                                  stateful=stateful, unroll=unroll,
-                                  activity_regularizer=activity_regularizer, **kwargs)
-        self.input_spec = keras.layers.InputSpec(ndim=3)
-        self.use_cudnn = False
-
-    @property
-    def weight_dropout(self):
-        return self.cell.weight_dropout
-
-    def get_config(self):
-        config = super().get_config()
-        config["weight_dropout"] = self.weight_dropout
-        config.pop("use_cudnn", None)
-        return config
+        self._init_rnn(cell, return_sequences, return_state, go_backwards, stateful, unroll,
+                       activity_regularizer, kwargs)
