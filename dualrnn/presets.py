@@ -331,6 +331,23 @@ def awd_lstm(dataset: str = "ptb", variant: str = "paper", scale: str = "full",
     return at_scale(preset, scale)
 
 
+def awd_bounded(preset: Preset, max_epochs: int | None = None,
+                bptt_bucket: int | None = None) -> Preset:
+    """``preset`` with at most ``max_epochs`` training epochs (fine-tuning follows the same cap,
+    see ``awd_finetune``) and variable-BPTT lengths rounded to multiples of ``bptt_bucket`` (fewer
+    programs for JAX to compile), each change listed in its departures: a bounded run (a lent GPU
+    session measures seconds per epoch this way), not the paper's."""
+    train, departures = preset.train, list(preset.departures)
+    if max_epochs is not None and max_epochs < train.epochs:
+        departures.append(f"training stopped after {max_epochs} of {train.epochs} epochs "
+                          f"(--max-epochs; fine-tuning capped alike)")
+        train = train.replace(epochs=max_epochs)
+    if bptt_bucket not in (None, 1) and train.variable_bptt:
+        departures.append(f"variable-BPTT lengths rounded to multiples of {bptt_bucket}")
+        train = train.replace(bptt_bucket=bptt_bucket)
+    return preset.replace(train=train, departures=tuple(departures))
+
+
 def awd_finetune(preset: Preset) -> Preset:
     """The fine-tuning stage of an AWD preset: ASGD from the first step, stopping on the
     non-monotone criterion (at most ``AWD_FINETUNE_EPOCHS``, or the preset's own epochs when

@@ -176,7 +176,9 @@ def swap_in_averages(model, optimizer):
     """Give ``model`` the ``AveragedSGD``'s averaged weights; returns the raw ones (numpy)."""
     raw = _to_numpy(model.trainable_variables)
     for v in model.trainable_variables:
-        v.assign(optimizer.average_of(v))
+        # a copy: sharing the average's buffer, the weight would hand it to the next compiled
+        # call, which on JAX may donate (delete) it (seen with JAX 0.11 on the lent machines)
+        v.assign(np.array(ops.convert_to_numpy(optimizer.average_of(v))))
     return raw
 
 

@@ -53,6 +53,11 @@ def parse(argv):
     p.add_argument("--show-leak", action="store_true",
                    help="also train the report's biLSTM (outside the library) and print its "
                         "perplexity")
+    p.add_argument("--max-epochs", type=_cli.in_range(1, None, int, "at least 1"), default=None,
+                   help="stop training (and fine-tuning) after this many epochs: a bounded run, "
+                        "recorded in the departures and the file name (_max<N>)")
+    p.add_argument("--bptt-bucket", type=_cli.in_range(1, 70, int, "[1, 70]"), default=None,
+                   help="round the variable-BPTT lengths to multiples of this (fewer JAX compiles)")
     _cli.add_run_flags(p, _cli.ROOT)
     args = p.parse_args(argv)
     _cli.check_run_flags(p, args)
@@ -113,7 +118,8 @@ def main(argv=None):
     except ValueError as e:
         sys.stderr.write(f"awd_gru_bilstm.py: error: {e}\n")
         return 2
-    stem = os.path.join(args.out, f"awd_gru_bilstm_{args.dataset}_{args.scale}")
+    stem = os.path.join(args.out, f"awd_gru_bilstm_{args.dataset}_{args.scale}"
+                        + (f"_max{args.max_epochs}" if args.max_epochs else ""))
     paper = paper_awd("awd_gru_bilstm")
     order = lambda r: (MODELS.index(r["model"]), r.get("stage", ""), int(r.get("epoch") or 0))  # noqa: E731
     rows = {r["model"]: r for r in read_csv(stem + ".csv")}
@@ -125,14 +131,18 @@ def main(argv=None):
             print(f"{name}: already in {stem}.csv, skipped (delete its row to rerun)")
             continue
         preset = presets.awd_lstm(args.dataset, "code", args.scale, model=networks[name]())
-        preset = preset.replace(name=name, train=preset.train.replace(seed=args.seed))
+        preset = presets.awd_bounded(
+            preset.replace(name=name, train=preset.train.replace(seed=args.seed)),
+            args.max_epochs, args.bptt_bucket)
         print(f"== {name} ({args.dataset}, {args.scale}) ==", flush=True)
         t0 = time.time()
         row, hist, _ = run_awd(preset, corpus,
                                os.path.join(args.runs, os.path.basename(stem), name),
                                cache=False, seed=args.seed, verbose=0 if args.quiet else 2)
         command = (f"experiments/awd_gru_bilstm.py --dataset {args.dataset} --scale "
-                   f"{args.scale} --models {name} --seed {args.seed}")
+                   f"{args.scale} --models {name} --seed {args.seed}"
+                   + (f" --max-epochs {args.max_epochs}" if args.max_epochs else "")
+                   + (f" --bptt-bucket {args.bptt_bucket}" if args.bptt_bucket else ""))
         pp = paper.get((args.dataset, name), {})
         departures = [d for d in row.pop("departures").split("; ") if d != "none"]
         out = dict(dataset=args.dataset, model=name, scale=args.scale,

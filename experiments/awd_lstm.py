@@ -60,6 +60,11 @@ def parse(argv):
                         + ",".join(ABLATIONS) + " (or 'all')")
     p.add_argument("--no-main", action="store_true", help="run only the --ablations rows")
     p.add_argument("--no-cache", action="store_true", help="skip the neural cache")
+    p.add_argument("--max-epochs", type=_cli.in_range(1, None, int, "at least 1"), default=None,
+                   help="stop training (and fine-tuning) after this many epochs: a bounded run, "
+                        "recorded in the departures and the file name (_max<N>)")
+    p.add_argument("--bptt-bucket", type=_cli.in_range(1, 70, int, "[1, 70]"), default=None,
+                   help="round the variable-BPTT lengths to multiples of this (fewer JAX compiles)")
     _cli.add_run_flags(p, _cli.ROOT)
     args = p.parse_args(argv)
     try:
@@ -85,7 +90,8 @@ def main(argv=None):
         sys.stderr.write(f"awd_lstm.py: error: {e}\n")
         return 2
     stem = os.path.join(args.out, f"awd_lstm_{args.dataset}_{args.scale}"
-                        + ("_code" if args.variant == "code" else ""))
+                        + ("_code" if args.variant == "code" else "")
+                        + (f"_max{args.max_epochs}" if args.max_epochs else ""))
     paper = paper_awd("awd_lstm")
     names = ["awd_lstm"] + [f"awd_lstm_no_{a}" for a in ABLATIONS]
     order = lambda r: (names.index(r["model"]), r.get("stage", ""), int(r.get("epoch") or 0))  # noqa: E731
@@ -93,7 +99,8 @@ def main(argv=None):
     todo = ([] if args.no_main else [None]) + args.ablations
     for ablation in todo:
         preset = presets.awd_lstm(args.dataset, args.variant, args.scale, ablation)
-        preset = preset.replace(train=preset.train.replace(seed=args.seed))
+        preset = presets.awd_bounded(preset.replace(train=preset.train.replace(seed=args.seed)),
+                                     args.max_epochs, args.bptt_bucket)
         name = preset.name
         if name in rows:
             print(f"{name}: already in {stem}.csv, skipped (delete its row to rerun)")
@@ -108,6 +115,8 @@ def main(argv=None):
             verbose=0 if args.quiet else 2)
         command = (f"experiments/awd_lstm.py --dataset {args.dataset} --scale {args.scale} "
                    f"--variant {args.variant} --seed {args.seed}"
+                   + (f" --max-epochs {args.max_epochs}" if args.max_epochs else "")
+                   + (f" --bptt-bucket {args.bptt_bucket}" if args.bptt_bucket else "")
                    + (f" --ablations {ablation} --no-main" if ablation else ""))
         pp = paper.get((args.dataset, name), {})
         pc = paper.get((args.dataset, "awd_lstm_cache"), {}) if main_row else {}

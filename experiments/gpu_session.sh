@@ -28,6 +28,12 @@
 #           a later session continues with another seed. The Dual transfer of the best values:
 #           `sweep-dual N SECONDS FOLDER` with FOLDER the ERS sweep's trials (tuning/search.py
 #           --transfer-from).
+#   AWD-LSTM / AWD-GRU seconds per epoch (issue 13), one call:
+#       run(command="AWD_EPOCHS=2 bash experiments/gpu_session.sh awd 560", carry=[".whl", ".gpu"],
+#           timeout_s=600)
+#           experiments/awd_gru_bilstm.py --scale full --max-epochs 2 --bptt-bucket 5 for lstm and
+#           gru side by side: the paper's sizes, a bounded number of epochs (named in the rows'
+#           departures and in the file name), the CSV and both logs come back.
 #   here, with the files that came back:   bash experiments/gpu_session.sh merge FILES_AT
 #       merges the returned throughput CSVs into results/ (rows keyed by backend, scale, row,
 #       mode, implementation) and copies the Table 1 files; then commit them.
@@ -165,6 +171,22 @@ scrn_table2() {   # SECONDS: the SCRN paper's four Table 2 baselines, one proces
     for m in 40x10 90x10 100x40 300x40; do echo "--- scrn $scale $m"; tail -n 12 "scrn_${scale}_$m.log"; done
 }
 
+awd() {   # SECONDS: AWD-LSTM and AWD-GRU (PTB, the paper's sizes) side by side, AWD_EPOCHS
+    # (default 2) epochs of training and of fine-tuning each (a bounded run: the issue asks a
+    # lent GPU for seconds per epoch; 24 M-parameter checkpoints cannot travel back), variable-BPTT
+    # lengths in multiples of AWD_BUCKET (default 5: fewer JAX compiles)
+    local m pids=()
+    for m in lstm gru; do
+        XLA_PYTHON_CLIENT_MEM_FRACTION=0.4 timeout "$1" $PY experiments/awd_gru_bilstm.py \
+            --dataset ptb --scale $SCALE --models $m --max-epochs "${AWD_EPOCHS:-2}" \
+            --bptt-bucket "${AWD_BUCKET:-5}" --backend jax --out results --runs runs \
+            > "awd_${SCALE}_$m.log" 2>&1 &
+        pids+=($!)
+    done
+    for m in 0 1; do wait "${pids[$m]}" || echo "awd_gru_bilstm.py (${pids[$m]}) stopped (exit $?)"; done
+    for m in lstm gru; do echo "--- awd $SCALE $m"; tail -n 20 "awd_${SCALE}_$m.log"; done
+}
+
 progress() {   # per-epoch history of every model under runs/, from its checkpoint
     $PY - "$SCALE" <<'EOF'
 import glob, json, os, sys
@@ -265,6 +287,12 @@ reproduce)
         tar tzf "$OUT/results.tgz" || true
     fi
     ;;
+awd)
+    setup_device
+    awd "${2:-560}"
+    bring_back results/awd_gru_bilstm_ptb_${SCALE}_max*.csv awd_${SCALE}_lstm.log \
+        awd_${SCALE}_gru.log
+    ;;
 merge)
     src=${2:?usage: gpu_session.sh merge FOLDER_WITH_RETURNED_FILES}
     if [ -f "$src/results.tgz" ]; then   # reproduce's archive: results/... and its logs
@@ -275,7 +303,11 @@ merge)
             tar xzOf "$src/results.tgz" "$f" > "results/logs/${f%.log}_$(date +%F).log"
         done
     fi
-    for f in "$src"/table1_ptb_full*; do [ -f "$f" ] && cp "$f" results/ || true; done
+    for f in "$src"/table1_ptb_full* "$src"/awd_gru_bilstm_*.csv; do
+        [ -f "$f" ] && cp "$f" results/ || true
+    done
+    mkdir -p results/logs
+    for f in "$src"/awd_*.log; do [ -f "$f" ] && cp "$f" "results/logs/$(basename "${f%.log}")_$(date +%F).log" || true; done
     mkdir -p results/tuning
     for f in "$src"/ptb_lstm_*_sweep*; do [ -f "$f" ] && cp "$f" results/tuning/ || true; done
     PYTHONPATH=$ROOT $PY - "$src" <<'EOF'
@@ -314,7 +346,7 @@ for path in glob.glob(os.path.join(sys.argv[1], "throughput_*.csv")):
 EOF
     ;;
 *)
-    echo "usage: gpu_session.sh prepare | all [SECONDS] | bench [MODELS] [SECONDS] | table1 [SECONDS] | sweep [N] [SECONDS] | reproduce [N] [SECONDS] | sweep-dual N SECONDS ERS_SWEEP_DIR | merge FOLDER" >&2
+    echo "usage: gpu_session.sh prepare | all [SECONDS] | bench [MODELS] [SECONDS] | table1 [SECONDS] | sweep [N] [SECONDS] | reproduce [N] [SECONDS] | sweep-dual N SECONDS ERS_SWEEP_DIR | awd [SECONDS] | merge FOLDER" >&2
     exit 2
     ;;
 esac

@@ -562,3 +562,13 @@ def test_awd_gru_preset_parameter_counts():
         model = dualrnn.build_model(presets.awd_gru_model(dataset, layers), vocab)
         assert dualrnn.count_params(model) == expected
         assert int(expected // 1e6) == paper
+
+
+def test_bounded_awd_preset_names_what_it_changed():
+    p = presets.awd_bounded(presets.awd_lstm("ptb"), max_epochs=2, bptt_bucket=5)
+    assert p.train.epochs == 2 and p.train.bptt_bucket == 5
+    assert presets.awd_finetune(p).train.epochs == 2
+    assert any("2 of 750 epochs" in d for d in p.departures)
+    assert any("multiples of 5" in d for d in p.departures)
+    same = presets.awd_bounded(presets.awd_lstm("ptb"))
+    assert same == presets.awd_lstm("ptb")
