@@ -29,7 +29,7 @@ from keras import ops
 from dualrnn.data import batchify
 from dualrnn.evaluate import check_positive_int, check_tokens
 from dualrnn.optimizers import nadam
-from dualrnn.streaming import (StreamingLM, TokenNLL, WindowSequence, jit_compile_default,
+from dualrnn.streaming import (StreamingLM, WindowSequence, jit_compile_default,
                                jit_compile_dyneval, stream_nll)
 
 METHODS = ("paper_nadam", "nadam", "rms")
@@ -104,7 +104,7 @@ def gradient_rms(model, tokens, batch_size=100, seq_len=5, max_batches=None, ver
     steps = len(seq) if max_batches is None else min(len(seq), max_batches)
     stream = StreamingLM(model, batch_size, regularize=False, dropout=False)
     opt = _GradientSquares(learning_rate=0.0, name="gradient_squares")
-    stream.compile(optimizer=opt, metrics=[TokenNLL()], jit_compile=jit_compile_default(model))
+    stream.compile(optimizer=opt, jit_compile=jit_compile_default(model))
     stream.fit(seq, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=verbose)
     return [np.sqrt(ops.convert_to_numpy(s) / steps) for s in opt.squares]
 
@@ -151,12 +151,11 @@ def dynamic_eval(model, tokens, batch_size=32, seq_len=25, lr=1e-4, clipnorm=0.5
     saved = [np.array(ops.convert_to_numpy(v)) for v in model.trainable_variables]
     stream = StreamingLM(model, batch_size, temperature=temperature, regularize=False,
                          dropout=False)
-    metric = TokenNLL()
-    stream.compile(optimizer=optimizer, metrics=[metric],
+    stream.compile(optimizer=optimizer,
                    jit_compile=jit_compile_dyneval(len(tokens)))
     optimizer.build(stream.trainable_variables)  # eagerly: KrauseRMS records theta_0 here
     try:
-        total, count = stream_nll(stream, metric, streams, seq_len, run=lambda seq, first: (
+        total, count = stream_nll(stream, streams, seq_len, run=lambda seq, first: (
             stream.fit(seq, epochs=1, shuffle=False, verbose=verbose,
                        callbacks=[_WindowGuard(first)])))
     finally:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from dualrnn.data import batchify
-from dualrnn.streaming import StreamingLM, TokenNLL, jit_compile_default, stream_nll
+from dualrnn.streaming import StreamingLM, jit_compile_default, stream_nll
 
 
 def check_positive_int(name, value):
@@ -48,9 +48,8 @@ def mean_nll(model, tokens, batch_size=32, seq_len=25, temperature=1.0, verbose=
     streams = batchify(tokens, batch_size)
     stream = StreamingLM(model, batch_size, temperature=temperature, regularize=False,
                          dropout=False)
-    metric = TokenNLL()
-    stream.compile(metrics=[metric], jit_compile=jit_compile_default(model))
-    total, count = stream_nll(stream, metric, streams, seq_len, verbose=verbose,
+    stream.compile(jit_compile=jit_compile_default(model))
+    total, count = stream_nll(stream, streams, seq_len, verbose=verbose,
                               reset_every=protocol == "windows")
     return total / count
 

@@ -23,11 +23,10 @@ from dualrnn.data import windows
 class TokenNLL(keras.metrics.Metric):
     """Mean negative log-likelihood per target token (nats), summed exactly over all windows.
 
-    Compiled into a ``StreamingLM``, it reuses the per-token NLL that the model's loss computed
-    for the same predictions in the same step instead of a second softmax over the vocabulary
-    (on TensorFlow, CPU, that second pass cost a tenth of a PTB training step). Elsewhere, and on
-    JAX, whose compiled step hands the metrics another tracer of the predictions, it computes the
-    NLL from ``y_pred`` (XLA compiles loss and metric into one program).
+    ``update_state(y_true, logits)`` computes the NLL from the logits, as any Keras metric would.
+    A ``StreamingLM`` owns one (``StreamingLM.nll``) and feeds it the per-token NLL its loss has
+    already computed, through ``add_nll``, so a step takes one softmax over the vocabulary, not two
+    (on TensorFlow, CPU, the second one cost a tenth of a PTB training step).
     """
 
     def __init__(self, name="nll", **kwargs):
@@ -36,12 +35,11 @@ class TokenNLL(keras.metrics.Metric):
         self.count = self.add_variable(shape=(), initializer="zeros", name="count")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        cached = getattr(getattr(self, "_source", None), "_step_nll", None)
-        if cached is not None and cached[0] is y_pred and cached[1] is y_true:
-            nll = cached[2]
-        else:
-            nll = keras.losses.sparse_categorical_crossentropy(
-                y_true, ops.cast(y_pred, "float32"), from_logits=True)
+        self.add_nll(keras.losses.sparse_categorical_crossentropy(
+            y_true, ops.cast(y_pred, "float32"), from_logits=True))
+
+    def add_nll(self, nll):
+        """Adds per-token negative log-likelihoods ``nll`` (any shape, one value per token)."""
         self.total.assign_add(ops.sum(nll))
         self.count.assign_add(ops.cast(ops.size(nll), "float32"))
 
@@ -92,6 +90,11 @@ class StreamingLM(keras.Model):
     mean NLL over the window's tokens, ``"sum_steps"`` its sum over the window's steps averaged
     over the streams (``TrainConfig.loss``). The carried states have the shapes
     ``base.state_shapes(batch_size)`` (each cell's own).
+
+    ``nll`` is the model's own ``TokenNLL`` metric: ``compute_loss`` adds each step's per-token
+    NLL to it (Keras runs the loss with the metric variables in scope on every backend), so a
+    compiled ``fit``/``evaluate`` reports it as ``"nll"`` and ``stream_nll`` reads its sums.
+    Compile without a second ``TokenNLL``.
     """
 
     def __init__(self, base, batch_size, temperature=1.0, regularize=True, dropout=True,
@@ -110,6 +113,7 @@ class StreamingLM(keras.Model):
         self.carry = [self.add_weight(shape=s, initializer="zeros", trainable=False,
                                       name=f"carry_{i}")
                       for i, s in enumerate(base.state_shapes(batch_size))]
+        self.nll = TokenNLL()
 
     def call(self, inputs, training=False):
         ids, reset = inputs
@@ -122,25 +126,19 @@ class StreamingLM(keras.Model):
         return logits / self.temperature if self.temperature != 1.0 else logits
 
     def compile(self, *args, metrics=None, **kwargs):
+        if any(isinstance(m, TokenNLL) for m in metrics or ()):
+            raise ValueError("StreamingLM keeps its own TokenNLL (StreamingLM.nll); compile it "
+                             "without one")
         super().compile(*args, metrics=metrics, **kwargs)
-        for m in metrics or ():
-            if isinstance(m, TokenNLL):
-                m._source = self      # reuses compute_loss's per-token NLL (see TokenNLL)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         nll = keras.losses.sparse_categorical_crossentropy(y, ops.cast(y_pred, "float32"),
                                                            from_logits=True)
-        self._step_nll = (y_pred, y, nll)
+        self.nll.add_nll(nll)
         loss = ops.mean(nll) if self.loss_kind == "mean" else ops.mean(ops.sum(nll, axis=-1))
         if self.regularize and self.losses:
             loss = loss + ops.sum([ops.cast(v, "float32") for v in self.losses])
         return loss
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        try:
-            return super().compute_metrics(x, y, y_pred, sample_weight)
-        finally:
-            self._step_nll = None     # holds this step's tensors only while its metrics update
 
     def reset_carry(self):
         for v in self.carry:
@@ -207,10 +205,10 @@ class VariableWindowSequence(WindowSequence):
         return data.apply(tf.data.experimental.assert_cardinality(len(self)))
 
 
-def stream_nll(stream, metric, streams, seq_len, run=None, verbose=0, reset_every=False):
+def stream_nll(stream, streams, seq_len, run=None, verbose=0, reset_every=False):
     """(summed NLL, number of targets) over all windows of ``streams``, in order.
 
-    ``stream`` is a ``StreamingLM`` compiled with the ``TokenNLL`` ``metric``. Keras's compiled
+    ``stream`` is a compiled ``StreamingLM``; its ``nll`` metric gives the sums. Keras's compiled
     loop runs over the full windows, then over the shorter last window, with the state carried
     between the two, so every target is scored exactly once. ``run(sequence, first_window)``
     runs the loop over one ``WindowSequence``; the default is ``stream.evaluate`` (dynamic
@@ -226,6 +224,6 @@ def stream_nll(stream, metric, streams, seq_len, run=None, verbose=0, reset_ever
         if len(seq):
             run(seq, first_window)
             first_window += len(seq)
-            total += float(ops.convert_to_numpy(metric.total))
-            count += float(ops.convert_to_numpy(metric.count))
+            total += float(ops.convert_to_numpy(stream.nll.total))
+            count += float(ops.convert_to_numpy(stream.nll.count))
     return total, count

@@ -25,7 +25,7 @@ from dualrnn.data import batchify, variable_windows
 from dualrnn.evaluate import check_tokens, perplexity
 from dualrnn.files import write_atomic  # noqa: F401  (re-exported: dualrnn.train.write_atomic)
 from dualrnn.optimizers import make_optimizer
-from dualrnn.streaming import (StreamingLM, TokenNLL, VariableWindowSequence, WindowSequence,
+from dualrnn.streaming import (StreamingLM, VariableWindowSequence, WindowSequence,
                                jit_compile_default)
 
 CHECKPOINT = "checkpoint.npz"
@@ -331,7 +331,7 @@ def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_siz
     max_steps = None
     if config.variable_bptt:     # at most one window per 5 targets (the shortest window)
         max_steps = (streams.shape[1] - 1) // 5 + 1
-    stream.compile(optimizer=make_optimizer(config, max_steps=max_steps), metrics=[TokenNLL()],
+    stream.compile(optimizer=make_optimizer(config, max_steps=max_steps),
                    jit_compile=jit_compile_default())
     stream.optimizer.build(stream.trainable_variables)
 

@@ -74,7 +74,7 @@ def check_fast_equals_reference(cfg, rng):
         stream = StreamingLM(model, 3)
         stream.compile(optimizer=keras.optimizers.SGD(1.0), jit_compile=jit_compile_default(ref))
         keep = np.zeros((3,), "float32")
-        losses.append(float(stream.train_on_batch((ids, keep), targets)))
+        losses.append(stream.train_on_batch((ids, keep), targets, return_dict=True)["loss"])
     assert np.isclose(losses[0], losses[1], rtol=1e-5)
     for w0, a, b in zip(before, ref.trainable_weights, fast.trainable_weights):
         g_ref, g_fast = w0 - numpy(a), w0 - numpy(b)
@@ -160,7 +160,7 @@ def test_mixed_precision_keeps_loss_and_state_float32(rng):
                                rtol=0.1, atol=0.1)
     stream = StreamingLM(mixed, 2)
     stream.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit_compile_default(mixed))
-    loss = stream.train_on_batch((ids, np.zeros((2,), "float32")), ids)
+    loss = stream.train_on_batch((ids, np.zeros((2,), "float32")), ids, return_dict=True)["loss"]
     assert np.isfinite(float(loss)) and all(v.dtype == "float32" for v in stream.carry)
 
 
@@ -212,8 +212,9 @@ def test_run_sequence_gradients_equal_keras_rnn(make_cell, rng):
 
 
 def test_token_nll_metric_reuses_the_loss_and_matches_numpy(monkeypatch, rng):
-    """The TokenNLL metric of a StreamingLM takes the loss's per-token NLL (one softmax over the
-    vocabulary per step, not two) and still sums exactly the NLL of the window's logits."""
+    """A StreamingLM's own TokenNLL takes the loss's per-token NLL (one softmax over the
+    vocabulary per step, not two, on both backends) and still sums exactly the NLL of the
+    window's logits; a second TokenNLL in compile is refused."""
     from dualrnn.streaming import TokenNLL
 
     cfg = presets.table1("lstm", "ptb", "smoke").model.without_regularization().replace(
@@ -230,15 +231,16 @@ def test_token_nll_metric_reuses_the_loss_and_matches_numpy(monkeypatch, rng):
     real = keras.losses.sparse_categorical_crossentropy
     monkeypatch.setattr(keras.losses, "sparse_categorical_crossentropy",
                         lambda *a, **k: calls.append(1) or real(*a, **k))
-    metric = TokenNLL()
     stream = StreamingLM(model, 3, regularize=False, dropout=False)
-    stream.compile(metrics=[metric], jit_compile=jit_compile_default(model))
-    stream.test_on_batch((ids, np.zeros((3,), "float32")), targets)
-    np.testing.assert_allclose(float(numpy(metric.total)), expected, rtol=1e-5)
-    assert float(numpy(metric.count)) == ids.size
-    if keras.backend.backend() == "tensorflow":   # JAX's step hands the metrics another tracer
-        assert len(calls) == 1, f"the step computed the cross-entropy {len(calls)} times"
-    # outside a StreamingLM it computes the NLL itself
+    with pytest.raises(ValueError, match="its own TokenNLL"):
+        stream.compile(metrics=[TokenNLL()])
+    stream.compile(jit_compile=jit_compile_default(model))
+    logs = stream.test_on_batch((ids, np.zeros((3,), "float32")), targets, return_dict=True)
+    np.testing.assert_allclose(float(numpy(stream.nll.total)), expected, rtol=1e-5)
+    assert float(numpy(stream.nll.count)) == ids.size
+    np.testing.assert_allclose(logs["nll"], expected / ids.size, rtol=1e-5)
+    assert len(calls) == 1, f"the step computed the cross-entropy {len(calls)} times"
+    # outside a StreamingLM it computes the NLL from the logits
     other = TokenNLL()
     other.update_state(targets, logits.astype("float32"))
     np.testing.assert_allclose(float(numpy(other.total)), expected, rtol=1e-5)

@@ -203,7 +203,8 @@ def test_summed_loss_gives_seq_len_times_the_gradients(rng):
         before = [keras.ops.convert_to_numpy(v) for v in model.trainable_weights]
         stream = StreamingLM(model, 3, loss=loss)
         stream.compile(optimizer=keras.optimizers.SGD(1.0), jit_compile=jit_compile_default())
-        losses.append(float(stream.train_on_batch((ids, np.ones((3,), "float32")), targets)))
+        losses.append(stream.train_on_batch((ids, np.ones((3,), "float32")), targets,
+                                            return_dict=True)["loss"])
         deltas.append([b - keras.ops.convert_to_numpy(v)
                        for b, v in zip(before, model.trainable_weights)])
     assert np.isclose(losses[1], 7 * losses[0], rtol=1e-5)
