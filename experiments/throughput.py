@@ -27,19 +27,22 @@ peak of the machine in the same run, computes FLOPs per token from each configur
 samples peak memory. Results are merged into ``results/throughput_<device>.csv`` (key: backend,
 scale, row, mode) with a bar chart beside it and the issue's targets checked in
 ``..._targets.csv``. Every number printed comes from this run.
+
+Beside it: ``_flops.py`` (FLOPs per token of a configuration), ``_timing.py`` (interleaved timing,
+GEMM peak, peak memory) and ``_torch_lstm.py`` (the ``torch_plain`` row, in its own process).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import subprocess
 import sys
-import threading
-import time
 
 import _cli
+from _flops import flops_per_token, scaled_config
+from _timing import PeakMemory, gemm_peak, interleaved, keras_gpu_peak, torch_version
+from _torch_lstm import measure_torch_plain
 
 NAMES = ("lstm", "dual_lstm", "dlstm", "dual_dlstm", "mdlstm", "dual_mdlstm")
 MODES = ("train", "eval", "dyneval", "dyneval1")
@@ -123,212 +126,6 @@ def parse(argv):
 
 
 # ---------------------------------------------------------------------------------------------
-# configurations and FLOPs
-
-def scaled_config(name, scale):
-    """The Table 1 (PTB) ModelConfig of ``name`` at ``scale`` (full: the paper's sizes)."""
-    from dualrnn import presets
-
-    cfg = presets.table1(name, "ptb").model
-    if scale == "full":
-        return cfg
-    if scale == "quick":
-        width = lambda u: max(8, u // 4)  # noqa: E731
-        rank = min(cfg.mogrifier_rank, 25)
-    else:
-        width = lambda u: max(8, round(16 * u / cfg.embedding_units))  # noqa: E731
-        rank = min(cfg.mogrifier_rank, 4)
-    units = tuple(width(u) for u in cfg.recurrent_units[:-1]) + (width(cfg.embedding_units),)
-    return cfg.replace(embedding_units=width(cfg.embedding_units), recurrent_units=units,
-                       dual_units=None, mogrifier_rank=rank)
-
-
-def forward_flops_per_token(cfg, vocab):
-    """Multiply-adds x 2 of one token's forward pass (matrix products only)."""
-    flops = 0
-    inputs = (cfg.embedding_units,) + tuple(cfg.recurrent_units[:-1])
-    for d, h in zip(inputs, cfg.recurrent_units):
-        flops += 2 * (d + h) * 4 * h                                   # gates
-        for i in range(1, cfg.mogrifier_rounds + 1):
-            src, dst = (h, d) if i % 2 else (d, h)
-            r = cfg.mogrifier_rank
-            flops += 2 * (src * r + r * dst) if r else 2 * src * dst
-    if cfg.architecture == "dual":
-        flops += 2 * (cfg.embedding_units + cfg.recurrent_units[-1]) * cfg.output_units
-    flops += 2 * cfg.output_units * vocab                              # tied output
-    return flops
-
-
-def flops_per_token(cfg, vocab, mode):
-    """Forward for ``eval``; forward + backward (about 3x) for ``train`` and ``dyneval``."""
-    f = forward_flops_per_token(cfg, vocab)
-    return f if mode == "eval" else 3 * f
-
-
-# ---------------------------------------------------------------------------------------------
-# measurement helpers
-
-class PeakMemory:
-    """Samples the process's resident memory (CPU) while in use; GPU peaks come from the
-    frameworks (JAX: peak bytes in use since start; torch: since its reset)."""
-
-    def __init__(self):
-        self.peak = 0
-        self._stop = threading.Event()
-
-    def _rss(self):
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError):
-            import resource
-
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-    def _run(self):
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self._rss())
-
-    def __enter__(self):
-        self.peak = self._rss()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
-
-    def megabytes(self, gpu_bytes=None):
-        return round((gpu_bytes if gpu_bytes else self.peak) / 2 ** 20, 1)
-
-
-def keras_gpu_peak():
-    import keras
-
-    if keras.backend.backend() == "jax":
-        import jax
-
-        d = jax.devices()[0]
-        if d.platform != "cpu":
-            return (d.memory_stats() or {}).get("peak_bytes_in_use")
-    return None
-
-
-def interleaved(steps, warmup, samples, min_sample=0.05):
-    """Median seconds per call of each function in ``steps`` (each must block until its result
-    is ready), timed in rounds: every round times one sample of each function in turn, so that
-    a machine that slows down or speeds up during the run (clocks, neighbours on a shared host)
-    shifts all rows alike and the ratios between rows stay fair. A sample is ``k`` calls, with
-    ``k`` chosen from the last warm-up call so that a sample lasts at least ``min_sample``
-    seconds (a GPU step of a few milliseconds is otherwise mostly timer and dispatch noise).
-    Returns ``[(seconds per call, k), ...]``."""
-    ks = []
-    for step in steps:
-        for _ in range(max(0, warmup - 1)):
-            step()
-        t = time.perf_counter()
-        step()
-        ks.append(max(1, math.ceil(min_sample / max(time.perf_counter() - t, 1e-9))))
-    times = [[] for _ in steps]
-    for _ in range(samples):
-        for i, (step, k) in enumerate(zip(steps, ks)):
-            t = time.perf_counter()
-            for _ in range(k):
-                step()
-            times[i].append((time.perf_counter() - t) / k)
-    return [(sorted(ts)[len(ts) // 2], k) for ts, k in zip(times, ks)]
-
-
-def timed(step, warmup, steps):
-    """Median seconds per call of ``step`` alone: ``warmup`` calls, then ``steps`` timed ones."""
-    return interleaved([step], warmup, steps, min_sample=0.0)[0][0]
-
-
-def gemm_peak(precision, n=None):
-    """Best GFLOP/s of a large square matrix product: numpy (CPU), the Keras backend, torch."""
-    import keras
-    import numpy as np
-
-    from dualrnn.results import device_name
-
-    on_gpu = "cores)" not in device_name()
-    n = n or (8192 if on_gpu else 2048)
-    dtype = "bfloat16" if precision == "mixed_bfloat16" else (
-        "float16" if precision == "mixed_float16" else "float32")
-    flops = 2 * n ** 3
-    results = {}
-    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
-    if not on_gpu:
-        results["numpy"] = flops / timed(lambda: a @ a, 1, 3) / 1e9
-    if keras.backend.backend() == "jax":
-        import jax
-        import jax.numpy as jnp
-
-        x = jnp.asarray(a, dtype=dtype)
-        mm = jax.jit(lambda u: u @ u)
-        results["jax"] = flops / timed(lambda: mm(x).block_until_ready(), 2, 5) / 1e9
-    else:
-        import tensorflow as tf
-
-        x = tf.cast(tf.constant(a), dtype)
-        mm = tf.function(lambda u: tf.matmul(u, u))
-        results["tensorflow"] = flops / timed(lambda: mm(x).numpy(), 2, 5) / 1e9
-    if torch_version() is not None:
-        results["torch"] = flops / in_torch_process(_torch_gemm, n, dtype) / 1e9
-    best = max(results, key=results.get)
-    return results[best], best, results
-
-
-def optional_torch():
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.set_num_threads(os.cpu_count() or 1)
-    return torch
-
-
-def torch_version():
-    """torch's version without importing it here (its thread pool would compete with the
-    backend's), or None where it is not installed."""
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version("torch")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def in_torch_process(fn, *args):
-    """``fn(*args)`` in a fresh process (torch's thread pool must not compete with the Keras
-    backend's: in one process torch measured several times slower)."""
-    import multiprocessing
-
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(fn, args)
-
-
-def _torch_gemm(n, dtype):
-    """Seconds per n x n x n matrix product in torch (GPU where there is one)."""
-    import numpy as np
-
-    torch = optional_torch()
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
-    x = torch.tensor(a, device=dev, dtype=getattr(torch, dtype))
-
-    def run():
-        y = x @ x
-        if dev == "cuda":
-            torch.cuda.synchronize()
-        return y
-
-    return timed(run, 2, 5)
-
-
-# ---------------------------------------------------------------------------------------------
 # the rows
 
 def window(args, mode):
@@ -352,7 +149,7 @@ def library_step(cfg, args, mode, implementation, jit, unroll):
 
     import dualrnn
     from dualrnn.optimizers import PaperNadam
-    from dualrnn.streaming import StreamingLM, TokenNLL
+    from dualrnn.streaming import StreamingLM
 
     dtype = None if args.precision == "float32" else args.precision
     model = dualrnn.build_model(cfg, args.vocab, seed=args.seed, implementation=implementation,
@@ -362,16 +159,15 @@ def library_step(cfg, args, mode, implementation, jit, unroll):
     keep = np.zeros((batch,), "float32")
     if mode == "train":
         stream = StreamingLM(model, batch)
-        stream.compile(optimizer=PaperNadam(1e-3), metrics=[TokenNLL()], jit_compile=jit)
+        stream.compile(optimizer=PaperNadam(1e-3), jit_compile=jit)
         step = lambda: stream.train_on_batch((ids, keep), targets)  # noqa: E731
     elif mode == "eval":
         stream = StreamingLM(model, batch, regularize=False, dropout=False)
-        stream.compile(metrics=[TokenNLL()], jit_compile=jit)
+        stream.compile(jit_compile=jit)
         step = lambda: stream.test_on_batch((ids, keep), targets)  # noqa: E731
     else:  # what dyneval.dynamic_eval compiles: score, gradient and Nadam update per window
         stream = StreamingLM(model, batch, regularize=False, dropout=False)
-        stream.compile(optimizer=PaperNadam(1e-4, beta_1=0.0, clipnorm=0.5),
-                       metrics=[TokenNLL()], jit_compile=jit)
+        stream.compile(optimizer=PaperNadam(1e-4, beta_1=0.0, clipnorm=0.5), jit_compile=jit)
         step = lambda: stream.train_on_batch((ids, keep), targets)  # noqa: E731
     return step
 
@@ -410,75 +206,6 @@ def keras_plain_step(cfg, args):
     model.compile(optimizer=keras.optimizers.Nadam(1e-3), jit_compile=jit,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return (lambda: model.train_on_batch(ids, targets)), jit
-
-
-def measure_torch_plain(cfg, args):
-    """``torch.nn.LSTM`` (cuDNN on a GPU) with the same widths, tied output, NAdam; measured in a
-    fresh process, so that its thread pool does not compete with the Keras backend's. Returns
-    (seconds per step, peak memory in bytes, torch threads of the faster setting)."""
-    settings = {k: getattr(args, k) for k in ("seed", "vocab", "batch_size", "seq_len",
-                                              "precision", "warmup", "steps")}
-    return in_torch_process(_torch_worker, cfg.embedding_units, tuple(cfg.recurrent_units),
-                            settings)
-
-
-def _torch_worker(embedding_units, recurrent_units, settings):
-    import types
-
-    import numpy as np
-
-    torch = optional_torch()
-    args = types.SimpleNamespace(**settings)
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.manual_seed(args.seed)
-    nn = torch.nn
-
-    class TorchLSTM(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embed = nn.Embedding(args.vocab, embedding_units)
-            sizes = (embedding_units,) + tuple(recurrent_units)
-            self.rnns = nn.ModuleList(nn.LSTM(d, h, batch_first=True)
-                                      for d, h in zip(sizes[:-1], sizes[1:]))
-
-        def forward(self, ids):
-            x = self.embed(ids)
-            for rnn in self.rnns:
-                x, _ = rnn(x)
-            return nn.functional.linear(x, self.embed.weight)
-
-    model = TorchLSTM().to(dev)
-    opt = torch.optim.NAdam(model.parameters(), lr=1e-3)
-    rng = np.random.default_rng(args.seed)
-    ids, targets = (torch.tensor(rng.integers(0, args.vocab, (args.batch_size, args.seq_len)),
-                                 dtype=torch.long, device=dev) for _ in range(2))
-    amp = {"mixed_bfloat16": torch.bfloat16, "mixed_float16": torch.float16}.get(args.precision)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(dev, dtype=amp, enabled=amp is not None):
-            logits = model(ids)
-        loss = nn.functional.cross_entropy(logits.float().reshape(-1, args.vocab),
-                                           targets.reshape(-1))
-        loss.backward()
-        opt.step()
-        loss.item()
-
-    if dev == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    # On a CPU, torch's OpenMP threads wait for each other at every step: where the cores are
-    # shared with other work, one thread can be several times faster than all of them. Both are
-    # timed and the faster one counts (torch gets its best setting, as Keras gets its best XLA one).
-    counts = [1] if dev == "cuda" else sorted({os.cpu_count() or 1, 1}, reverse=True)
-    best = None
-    with PeakMemory() as mem:
-        for n in counts:
-            torch.set_num_threads(n)
-            seconds = timed(step, args.warmup, args.steps)
-            if best is None or seconds < best[0]:
-                best = (seconds, n)
-    peak = torch.cuda.max_memory_allocated() if dev == "cuda" else mem.peak
-    return best[0], peak, best[1]
 
 
 def family_of(name):

@@ -53,7 +53,7 @@ def test_tiny_run_writes_csv(tmp_path):
 
 def test_flops_per_token_of_the_paper_lstm():
     sys.path.insert(0, os.path.join(ROOT, "experiments"))
-    from throughput import flops_per_token, scaled_config
+    from _flops import flops_per_token, scaled_config
 
     cfg = scaled_config("lstm", "full")
     fwd = 2 * (600 + 600) * 4 * 600 + 2 * 600 * 10_000
@@ -77,11 +77,11 @@ def test_interleaved_timing_with_a_fake_clock(monkeypatch):
     """Rows are timed in rounds (one sample of each in turn); a sample repeats a short step
     until it lasts ``min_sample``; the result is the median seconds per call of each row."""
     sys.path.insert(0, os.path.join(ROOT, "experiments"))
-    import throughput
+    import _timing
 
     clock = [0.0]
     calls = []
-    monkeypatch.setattr(throughput.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(_timing.time, "perf_counter", lambda: clock[0])
 
     def step(name, seconds):
         def run():
@@ -90,7 +90,7 @@ def test_interleaved_timing_with_a_fake_clock(monkeypatch):
         return run
 
     # "slow" takes 3x as long as "fast": 5 and 2 calls make a sample of at least 0.05 s.
-    got = throughput.interleaved([step("fast", 0.01), step("slow", 0.03)], warmup=2, samples=5,
+    got = _timing.interleaved([step("fast", 0.01), step("slow", 0.03)], warmup=2, samples=5,
                                  min_sample=0.05)
     assert got == [(pytest.approx(0.01), 5), (pytest.approx(0.03), 2)]
     assert calls[:4] == ["fast", "fast", "slow", "slow"]           # warm-up, row by row
