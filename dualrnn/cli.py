@@ -82,6 +82,27 @@ def add_run_flags(parser, root):
     parser.add_argument("--quiet", action="store_true")
 
 
+def add_bound_flags(parser):
+    """The flags of a bounded AWD run (``presets.awd_bounded``): --max-epochs, --bptt-bucket."""
+    parser.add_argument("--max-epochs", type=in_range(1, None, int, "at least 1"), default=None,
+                        help="stop training (and fine-tuning) after this many epochs: a bounded "
+                             "run, recorded in the departures and the file name (_max<N>)")
+    parser.add_argument("--bptt-bucket", type=in_range(1, 70, int, "[1, 70]"), default=None,
+                        help="round the variable-BPTT lengths to multiples of this (fewer JAX "
+                             "compiles)")
+
+
+def bound_suffix(args):
+    """What a bounded run adds to its result files' names: ``_max<N>`` (or nothing)."""
+    return f"_max{args.max_epochs}" if args.max_epochs else ""
+
+
+def bound_command(args):
+    """The bound flags as they go into a row's ``command`` column (or nothing)."""
+    return ((f" --max-epochs {args.max_epochs}" if args.max_epochs else "")
+            + (f" --bptt-bucket {args.bptt_bucket}" if args.bptt_bucket else ""))
+
+
 def check_run_flags(parser, args):
     check_writable(parser, args.out)
     check_writable(parser, args.runs, "--runs")

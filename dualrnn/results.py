@@ -169,6 +169,20 @@ def update_csv(path, new_rows: list[dict], key, columns: list[str], order=None):
     return rows
 
 
+# The per-epoch history of a two-stage (training, fine-tuning) AWD run, one row per epoch.
+STAGE_HISTORY_COLUMNS = ["model", "stage", "epoch", "train_ppl", "valid_ppl", "averaged",
+                         "seconds", "command"]
+
+
+def update_stage_history(path, name, command, history, order=None):
+    """Adds model ``name``'s per-epoch ``history`` (``experiment.run_awd``'s, each row with a
+    ``stage``) to the CSV at ``path``, replacing that model's earlier rows of the same epochs."""
+    return update_csv(path, [{"model": name, "command": command,
+                              **{k: h.get(k, "") for k in STAGE_HISTORY_COLUMNS[1:-1]}}
+                             for h in history],
+                      ("model", "stage", "epoch"), STAGE_HISTORY_COLUMNS, order=order)
+
+
 def pct(ours, paper):
     """Our number's difference from the paper's, in % of the paper's ("" without one)."""
     return "" if paper in (None, "") else round(100.0 * (ours - paper) / paper, 2)

@@ -9,5 +9,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from dualrnn.cli import (Parser, add_run_flags, check_run_flags, check_writable,  # noqa: E402,F401
-                         csv_list, in_range, set_backend)
+from dualrnn.cli import (Parser, add_bound_flags, add_run_flags, bound_command,  # noqa: E402,F401
+                         bound_suffix, check_run_flags, check_writable, csv_list, in_range,
+                         set_backend)

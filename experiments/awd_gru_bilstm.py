@@ -39,8 +39,6 @@ COLUMNS = ["dataset", "model", "scale", "params", "paper_params_millions", "seco
            "paper_seconds_per_epoch", "paper_device", "valid_ppl", "test_ppl", "epochs",
            "averaging_from", "finetune_epochs", "train_seconds", "eval_seconds", "seed",
            "departures", "command", "commit", "date", "device", "backend", "versions"]
-HISTORY_COLUMNS = ["model", "stage", "epoch", "train_ppl", "valid_ppl", "averaged", "seconds",
-                   "command"]
 
 
 def parse(argv):
@@ -53,11 +51,7 @@ def parse(argv):
     p.add_argument("--show-leak", action="store_true",
                    help="also train the report's biLSTM (outside the library) and print its "
                         "perplexity")
-    p.add_argument("--max-epochs", type=_cli.in_range(1, None, int, "at least 1"), default=None,
-                   help="stop training (and fine-tuning) after this many epochs: a bounded run, "
-                        "recorded in the departures and the file name (_max<N>)")
-    p.add_argument("--bptt-bucket", type=_cli.in_range(1, 70, int, "[1, 70]"), default=None,
-                   help="round the variable-BPTT lengths to multiples of this (fewer JAX compiles)")
+    _cli.add_bound_flags(p)
     _cli.add_run_flags(p, _cli.ROOT)
     args = p.parse_args(argv)
     _cli.check_run_flags(p, args)
@@ -111,7 +105,8 @@ def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
     from dualrnn import data
     from dualrnn.experiment import run_awd
-    from dualrnn.results import paper_awd, plot_history, provenance, read_csv, update_csv
+    from dualrnn.results import (paper_awd, plot_history, provenance, read_csv, update_csv,
+                                 update_stage_history)
 
     try:
         corpus = data.load_corpus(args.dataset, "standard")
@@ -119,7 +114,7 @@ def main(argv=None):
         sys.stderr.write(f"awd_gru_bilstm.py: error: {e}\n")
         return 2
     stem = os.path.join(args.out, f"awd_gru_bilstm_{args.dataset}_{args.scale}"
-                        + (f"_max{args.max_epochs}" if args.max_epochs else ""))
+                        + _cli.bound_suffix(args))
     paper = paper_awd("awd_gru_bilstm")
     order = lambda r: (MODELS.index(r["model"]), r.get("stage", ""), int(r.get("epoch") or 0))  # noqa: E731
     rows = {r["model"]: r for r in read_csv(stem + ".csv")}
@@ -141,8 +136,7 @@ def main(argv=None):
                                cache=False, seed=args.seed, verbose=0 if args.quiet else 2)
         command = (f"experiments/awd_gru_bilstm.py --dataset {args.dataset} --scale "
                    f"{args.scale} --models {name} --seed {args.seed}"
-                   + (f" --max-epochs {args.max_epochs}" if args.max_epochs else "")
-                   + (f" --bptt-bucket {args.bptt_bucket}" if args.bptt_bucket else ""))
+                   + _cli.bound_command(args))
         pp = paper.get((args.dataset, name), {})
         departures = [d for d in row.pop("departures").split("; ") if d != "none"]
         out = dict(dataset=args.dataset, model=name, scale=args.scale,
@@ -156,10 +150,7 @@ def main(argv=None):
         out.pop("cache_window", None)
         rows = {r["model"]: r for r in update_csv(stem + ".csv", [out], "model", COLUMNS,
                                                   order=order)}
-        update_csv(stem + "_history.csv",
-                   [{"model": name, "command": command,
-                     **{k: h.get(k, "") for k in HISTORY_COLUMNS[1:-1]}} for h in hist],
-                   ("model", "stage", "epoch"), HISTORY_COLUMNS, order=order)
+        update_stage_history(stem + "_history.csv", name, command, hist, order=order)
         print(f"{name}: valid {row['valid_ppl']:.2f}, test {row['test_ppl']:.2f}; "
               f"{row['params']:,} parameters, {row['seconds_per_epoch']} s/epoch; "
               f"{time.time() - t0:.0f}s", flush=True)

@@ -43,8 +43,6 @@ COLUMNS = ["dataset", "model", "variant", "scale", "params", "valid_ppl", "test_
            "averaging_from", "finetune_epochs", "train_seconds", "seconds_per_epoch",
            "eval_seconds", "seed", "departures", "command", "commit", "date", "device",
            "backend", "versions"]
-HISTORY_COLUMNS = ["model", "stage", "epoch", "train_ppl", "valid_ppl", "averaged", "seconds",
-                   "command"]
 # a reduced cache grid for the smoke scale (its streams are shorter than the paper's windows)
 SMOKE_CACHE = dict(windows=(100, 500), thetas=(0.662, 1.0), lambdahs=(0.1, 0.1279))
 
@@ -60,11 +58,7 @@ def parse(argv):
                         + ",".join(ABLATIONS) + " (or 'all')")
     p.add_argument("--no-main", action="store_true", help="run only the --ablations rows")
     p.add_argument("--no-cache", action="store_true", help="skip the neural cache")
-    p.add_argument("--max-epochs", type=_cli.in_range(1, None, int, "at least 1"), default=None,
-                   help="stop training (and fine-tuning) after this many epochs: a bounded run, "
-                        "recorded in the departures and the file name (_max<N>)")
-    p.add_argument("--bptt-bucket", type=_cli.in_range(1, 70, int, "[1, 70]"), default=None,
-                   help="round the variable-BPTT lengths to multiples of this (fewer JAX compiles)")
+    _cli.add_bound_flags(p)
     _cli.add_run_flags(p, _cli.ROOT)
     args = p.parse_args(argv)
     try:
@@ -82,7 +76,8 @@ def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
     from dualrnn import data
     from dualrnn.experiment import run_awd
-    from dualrnn.results import paper_awd, pct, plot_history, provenance, read_csv, update_csv
+    from dualrnn.results import (paper_awd, pct, plot_history, provenance, read_csv,
+                                 update_csv, update_stage_history)
 
     try:
         corpus = data.load_corpus(args.dataset, "standard")
@@ -90,8 +85,7 @@ def main(argv=None):
         sys.stderr.write(f"awd_lstm.py: error: {e}\n")
         return 2
     stem = os.path.join(args.out, f"awd_lstm_{args.dataset}_{args.scale}"
-                        + ("_code" if args.variant == "code" else "")
-                        + (f"_max{args.max_epochs}" if args.max_epochs else ""))
+                        + ("_code" if args.variant == "code" else "") + _cli.bound_suffix(args))
     paper = paper_awd("awd_lstm")
     names = ["awd_lstm"] + [f"awd_lstm_no_{a}" for a in ABLATIONS]
     order = lambda r: (names.index(r["model"]), r.get("stage", ""), int(r.get("epoch") or 0))  # noqa: E731
@@ -115,8 +109,7 @@ def main(argv=None):
             verbose=0 if args.quiet else 2)
         command = (f"experiments/awd_lstm.py --dataset {args.dataset} --scale {args.scale} "
                    f"--variant {args.variant} --seed {args.seed}"
-                   + (f" --max-epochs {args.max_epochs}" if args.max_epochs else "")
-                   + (f" --bptt-bucket {args.bptt_bucket}" if args.bptt_bucket else "")
+                   + _cli.bound_command(args)
                    + (f" --ablations {ablation} --no-main" if ablation else ""))
         pp = paper.get((args.dataset, name), {})
         pc = paper.get((args.dataset, "awd_lstm_cache"), {}) if main_row else {}
@@ -135,10 +128,7 @@ def main(argv=None):
                    command=command, **row, **provenance())
         rows = {r["model"]: r for r in update_csv(stem + ".csv", [out], "model", COLUMNS,
                                                   order=order)}
-        update_csv(stem + "_history.csv",
-                   [{"model": name, "command": command,
-                     **{k: h.get(k, "") for k in HISTORY_COLUMNS[1:-1]}} for h in hist],
-                   ("model", "stage", "epoch"), HISTORY_COLUMNS, order=order)
+        update_stage_history(stem + "_history.csv", name, command, hist, order=order)
         print(f"{name}: valid {row['valid_ppl']:.2f}, test {row['test_ppl']:.2f} against the "
               f"paper's {pp.get('valid_ppl', '-')}/{pp.get('test_ppl', '-')}"
               + (f"; cache {row['valid_ppl_cache']:.2f}/{row['test_ppl_cache']:.2f} against "

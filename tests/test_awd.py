@@ -212,7 +212,8 @@ PRESETS = {**{name: (lambda n=name: presets.table1(n, "ptb", "smoke").model)
               for name in presets.TABLE1_NAMES},
            "scrn_table2": lambda: presets.scrn_table2(40, 10).model,
            **{name: (lambda n=name: presets.scrn_stacked(n).model)
-              for name in ("scrn_nd_wt", "scrn_vd", "scrn_nd_wt_no_context_softmax")},
+              for name in ("scrn_nd_wt", "scrn_vd", "scrn_nd_wt_no_context_softmax",
+                           "lstm_vd_wt")},
            "awd_lstm": lambda: presets.awd_lstm_model("ptb"),
            "awd_gru_5": lambda: presets.awd_gru_model("ptb", 5)}
 

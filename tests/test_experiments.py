@@ -187,6 +187,18 @@ def test_scrn_table4_smoke_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
+def test_scrn_table4_same_budget_lstm_smoke(tmp_path):
+    out = str(tmp_path / "out")
+    r = run(SCRN, "--table", "4", "--models", "lstm_vd_wt", "--scale", "smoke", "--out", out,
+            "--runs", str(tmp_path / "runs"), "--quiet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    (row,) = rows(os.path.join(out, "scrn_table4_ptb_smoke_small.csv"))
+    assert row["model"] == "lstm_vd_wt" and row["context"] == "0"
+    assert float(row["paper_test_ppl"]) == 85.1                  # Inan et al.'s, as quoted
+    assert "lstm_vd_wt_inan2017" in row["departures"] and math.isfinite(float(row["test_ppl"]))
+
+
+@pytest.mark.slow
 def test_scrn_table7_smoke_end_to_end(tmp_path):
     out = str(tmp_path / "out")
     r = run(SCRN, "--table", "7", "--models", "0.97", "--scale", "smoke", "--out", out,
@@ -306,7 +318,9 @@ def test_awd_lstm_smoke_end_to_end_and_resume(tmp_path):
     (AWD, ["--variant", "readme"], "readme"),
     (AWD, ["--dataset", "wt103"], "wt103"),
     (AWD_GRU, ["--models", "gru,gru_7"], "gru_7"),
-    (AWD_GRU, ["--scale", "huge"], "huge")])
+    (AWD_GRU, ["--scale", "huge"], "huge"),
+    (AWD, ["--max-epochs", "0"], "at least 1"),
+    (AWD_GRU, ["--bptt-bucket", "71"], "[1, 70]")])
 def test_awd_scripts_bad_input(script, args, needle, tmp_path):
     out = str(tmp_path / "out")
     r = run(script, *args, "--out", out, timeout=120)

@@ -299,6 +299,30 @@ def test_scrn_table2_parameter_counts(hidden, context):
                                            + context * hidden + hidden * hidden + hidden + V)
 
 
+@pytest.mark.once
+@pytest.mark.parametrize("dataset,size", list(presets.SCRN_LSTM_UNITS))
+def test_same_budget_lstm_is_the_widest_within_the_scrn_budget(dataset, size):
+    """Table 4's ``lstm_vd_wt``: the widest two-layer tied LSTM whose parameter count does not
+    exceed the SCRN + VD + WT's of the same size and corpus, trained as that SCRN."""
+    vocab = {"ptb": 10_000, "wikitext-2": 33_278}[dataset]
+    scrn = presets.scrn_stacked("scrn_vd_wt", dataset, size)
+    lstm = presets.scrn_stacked("lstm_vd_wt", dataset, size)
+    budget = dualrnn.count_params(dualrnn.build_model(scrn.model, vocab))
+    h = lstm.model.recurrent_units[0]
+
+    def lstm_params(u):       # tied embedding/output + output bias + two Keras LSTM layers
+        return vocab * u + vocab + 2 * (4 * (2 * u) * u + 4 * u)
+
+    assert dualrnn.count_params(dualrnn.build_model(lstm.model, vocab)) == lstm_params(h)
+    assert lstm_params(h) <= budget < lstm_params(h + 1)
+    assert lstm.model.cell_name == "lstm" and lstm.model.tied and lstm.model.embedding_units == h
+    assert lstm.train == scrn.train
+    m = lstm.model
+    p = scrn.model.input_dropout
+    assert (m.input_dropout, m.recurrent_dropout, m.internal_dropout, m.output_dropout) == (p,) * 4
+    assert m.dropout_masks == "sequence" and m.init_scale == {"small": 0.1, "medium": 0.05}[size]
+
+
 def test_scrn_table2_training_settings():
     p = presets.scrn_table2(300, 40)
     t = p.train
