@@ -2,7 +2,7 @@
 
     python experiments/profile_step.py [--backend tensorflow|jax] [--steps 6] [--tiny]
 
-Times, interleaved (``throughput.interleaved``): our plain ``lstm`` training step and evaluation
+Times, interleaved (``_timing.interleaved``): our plain ``lstm`` training step and evaluation
 step, ``keras.layers.LSTM``'s training step, and the same model without its LSTM layer
 (embedding -> tied output -> loss -> Nadam); then ``torch.nn.LSTM`` with and without the LSTM
 layer, each alone in its own process. The differences give the LSTM layer's forward + backward
@@ -32,6 +32,8 @@ def main(argv=None):
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import throughput as T
+    from _timing import interleaved, torch_version
+    from _torch_lstm import measure_torch_plain
     from dualrnn import presets
     from dualrnn.streaming import jit_compile_default
 
@@ -51,21 +53,21 @@ def main(argv=None):
     }
     for step in rows.values():
         step()                                                  # compile
-    timings = T.interleaved(list(rows.values()), run.warmup, run.steps)
+    timings = interleaved(list(rows.values()), run.warmup, run.steps)
     for name, (seconds, _) in zip(rows, timings):
         print(f"{name:<44} {1000 * seconds:7.1f} ms")
     ours, no_lstm = timings[0][0], timings[3][0]
-    if T.torch_version() is not None:
-        t_full = T.measure_torch_plain(cfg, run)[0]
-        t_head = T.measure_torch_plain(head, run)[0]
+    if torch_version() is not None:
+        t_full = measure_torch_plain(cfg, run)[0]
+        t_head = measure_torch_plain(head, run)[0]
         print(f"{'torch.nn.LSTM: training step':<44} {1000 * t_full:7.1f} ms")
         print(f"{'torch: the same without the LSTM layer':<44} {1000 * t_head:7.1f} ms")
     h = cfg.recurrent_units[0]
     gflop = 3 * 2 * (cfg.embedding_units + h) * 4 * h * run.batch_size * run.seq_len / 1e9
     print(f"LSTM layer, forward + backward ({gflop:.1f} GFLOP): ours (our step minus keras's "
-          f"step without LSTM) {1000 * (ours - no_lstm):.1f} ms" + (f", torch {1000 * (t_full - t_head):.1f} ms" if T.torch_version() else ""))
+          f"step without LSTM) {1000 * (ours - no_lstm):.1f} ms" + (f", torch {1000 * (t_full - t_head):.1f} ms" if torch_version() else ""))
     print(f"the rest (embedding, tied output, loss, Nadam): keras {1000 * no_lstm:.1f} ms"
-          + (f", torch {1000 * t_head:.1f} ms" if T.torch_version() else ""))
+          + (f", torch {1000 * t_head:.1f} ms" if torch_version() else ""))
     return 0
 
 
