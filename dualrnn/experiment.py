@@ -119,6 +119,44 @@ def run_preset(preset, corpus, run_dir=None, dyneval_search=None, seed=0, verbos
     return row, result.history, model, trials
 
 
+def time_training(preset, corpus, steps=20, warmup=3, seed=0):
+    """Seconds per training step of ``preset`` on ``corpus`` through ``dualrnn.train`` (its
+    compiled step, optimizer, dropouts and carried state), measured on the first
+    ``warmup + steps`` windows of the training split (the warm-up, compile included, not timed):
+    ``dict(seconds_per_step, tokens_per_s, steps_per_epoch, epoch_seconds)`` where
+    ``epoch_seconds`` projects one epoch's training windows (its validation pass not included).
+    Variable-BPTT presets are timed on fixed windows of their base length."""
+    import numpy as np
+
+    import keras
+
+    for name, v in (("steps", steps), ("warmup", warmup)):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}={v!r} must be a positive integer")
+    t = preset.train
+    stamps = []
+
+    class _Clock(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            stamps.append(time.perf_counter())
+            if len(stamps) > warmup + steps - 1:
+                self.model.stop_training = True
+
+    tokens = t.batch_size * t.seq_len
+    config = t.replace(epochs=1, variable_bptt=False,
+                       max_tokens=(warmup + steps + 1) * tokens + t.batch_size)
+    model = build_model(preset.model, corpus.vocab_size, seed=seed)
+    train(model, corpus.train, corpus.valid[:2 * preset.eval.batch_size * preset.eval.seq_len],
+          config, eval_batch_size=preset.eval.batch_size, eval_seq_len=preset.eval.seq_len,
+          callbacks=[_Clock()], verbose=0)
+    if len(stamps) < warmup + steps:
+        raise RuntimeError(f"only {len(stamps)} of {warmup + steps} training steps ran")
+    per_step = float(np.median(np.diff(stamps[warmup - 1:warmup + steps])))
+    steps_per_epoch = (len(_truncate(corpus.train, t.max_tokens)) // t.batch_size - 1) // t.seq_len
+    return {"seconds_per_step": per_step, "tokens_per_s": tokens / per_step,
+            "steps_per_epoch": steps_per_epoch, "epoch_seconds": steps_per_epoch * per_step}
+
+
 def run_awd(preset, corpus, run_dir, finetune=True, cache=True, cache_grid=None, seed=0,
             verbose=1):
     """One row of AWD-LSTM's protocol (sec. 5-6): train ``preset`` (NT-ASGD) under

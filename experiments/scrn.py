@@ -54,6 +54,9 @@ COLUMNS = ["dataset", "model", "size", "hidden", "context", "scale", "params", "
            "seed", "departures", "command", "commit", "date", "device", "backend", "versions"]
 # Table 4 rows of this library's LSTM -> the paper's LSTM row they are compared with
 LSTM_ROWS = {"lstm_vd_wt": "lstm_vd_wt_inan2017"}
+TIMING_COLUMNS = ["dataset", "model", "size", "scale", "batch_size", "seq_len", "steps",
+                  "seconds_per_step", "tokens_per_s", "steps_per_epoch", "epoch_minutes",
+                  "load_average", "command", "commit", "date", "device", "backend", "versions"]
 HISTORY_COLUMNS = ["model", "epoch", "train_ppl", "valid_ppl", "lr", "seconds", "command"]
 
 
@@ -71,6 +74,11 @@ def parse(argv):
                    help="comma-separated subset: Table 2 " + ",".join(SIZES) + " (d_h x d_s); "
                         "Table 4 " + ",".join(STACKED[4]) + "; Table 5 " + ",".join(STACKED[5])
                         + "; Table 7 " + ",".join(ALPHAS) + " (alpha)")
+    p.add_argument("--time-steps", type=_cli.in_range(1, 10_000, int, "[1, 10000]"),
+                   default=None,
+                   help="train nothing: time this many training steps of each model (after 3 "
+                        "warm-up steps) and write tokens/s and projected minutes per epoch to "
+                        "..._timing.csv")
     p.add_argument("--stop-after-decays", type=_cli.in_range(1, None, int, "at least 1"),
                    default=None, help="stop once the learning rate has been decayed this many "
                                       "times (Table 2's default 10; Tables 4-5: never)")
@@ -115,7 +123,7 @@ def main(argv=None):
     order = lambda r: (names.index(r["model"]), int(r.get("epoch") or 0))  # noqa: E731
     for m in args.models:
         name = {2: f"scrn_{m}", 7: f"alpha_{m}"}.get(args.table, m)
-        if name in rows:
+        if name in rows and not args.time_steps:
             print(f"{name}: already in {stem}.csv, skipped (delete its row to rerun)")
             continue
         if args.table == 2:
@@ -141,6 +149,9 @@ def main(argv=None):
                 hidden, context = preset.model.recurrent_units[0], 0
         preset = preset.replace(train=preset.train.replace(
             seed=args.seed, stop_after_decays=args.stop_after_decays))
+        if args.time_steps:
+            time_model(args, stem, name, m, size, preset, corpus)
+            continue
         print(f"== {name} ({args.dataset}, {size}, {args.scale}) ==", flush=True)
         t0 = time.time()
         row, hist, _, _ = run_preset(preset, corpus,
@@ -185,6 +196,8 @@ def main(argv=None):
                    if pp else " (no paper number)")
         print(f"{name}: valid {valid:.2f}, test {test:.2f}{against}; {row['epochs']} epochs, "
               f"{time.time() - t0:.0f}s", flush=True)
+    if args.time_steps:
+        return 0
     history = read_csv(stem + "_history.csv")
     if history:
         plot_history(history, stem + "_history.png", f"SCRN Table {args.table}, "
@@ -197,6 +210,28 @@ def main(argv=None):
                   f"{float(r['test_ppl']):>8.2f} | {r['paper_valid_ppl'] or '-':>8}"
                   f"{r['paper_test_ppl'] or '-':>7}")
     return 0
+
+
+def time_model(args, stem, name, choice, size, preset, corpus):
+    """``--time-steps``: one row of ``<stem>_timing.csv`` (the machine's load average beside it,
+    since other work on the cores slows the steps)."""
+    from dualrnn.experiment import time_training
+    from dualrnn.results import provenance, update_csv
+
+    load = os.getloadavg()[0]
+    t = time_training(preset, corpus, steps=args.time_steps, seed=args.seed)
+    command = (f"experiments/scrn.py --table {args.table} --dataset {args.dataset} "
+               + ("" if args.table == 2 else f"--size {args.size} ")
+               + f"--scale {args.scale} --models {choice} --time-steps {args.time_steps}")
+    row = dict(dataset=args.dataset, model=name, size=size, scale=args.scale,
+               batch_size=preset.train.batch_size, seq_len=preset.train.seq_len,
+               steps=args.time_steps, seconds_per_step=round(t["seconds_per_step"], 4),
+               tokens_per_s=round(t["tokens_per_s"], 1), steps_per_epoch=t["steps_per_epoch"],
+               epoch_minutes=round(t["epoch_seconds"] / 60, 2), load_average=round(load, 2),
+               command=command, **provenance())
+    update_csv(stem + "_timing.csv", [row], "model", TIMING_COLUMNS)
+    print(f"{name}: {row['tokens_per_s']:,} tokens/s, {row['epoch_minutes']} minutes per epoch "
+          f"({t['steps_per_epoch']} steps; load average {load:.2f} when it started)", flush=True)
 
 
 if __name__ == "__main__":

@@ -163,7 +163,8 @@ def test_scrn_table2_smoke_end_to_end_and_resume(tmp_path):
     (["--table", "5", "--dataset", "wikitext-2"], "Table 5 is on ptb only"),
     (["--table", "4", "--size", "large"], "large"),
     (["--table", "7", "--models", "0.95,0.5"], "0.5"),
-    (["--table", "7", "--size", "small"], "Table 7 is the medium")])
+    (["--table", "7", "--size", "small"], "Table 7 is the medium"),
+    (["--table", "4", "--time-steps", "0"], "[1, 10000]")])
 def test_scrn_script_bad_input(args, needle, tmp_path):
     out = str(tmp_path / "out")
     r = run(SCRN, *args, "--out", out, timeout=120)
@@ -184,6 +185,23 @@ def test_scrn_table4_smoke_end_to_end(tmp_path):
     assert float(row["paper_test_ppl"]) == 106.0 and row["paper_valid_ppl"] == ""
     assert math.isfinite(float(row["test_ppl"])) and row["valid_vs_paper_pct"] == ""
     assert "stopping rule" in row["departures"] and "--size medium" in row["command"]
+
+
+@pytest.mark.slow
+def test_scrn_time_steps_writes_timings_and_trains_nothing(tmp_path):
+    out, runs = str(tmp_path / "out"), str(tmp_path / "runs")
+    r = run(SCRN, "--table", "2", "--models", "40x10", "--scale", "smoke", "--time-steps", "4",
+            "--out", out, "--runs", runs, "--quiet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    (row,) = rows(os.path.join(out, "scrn_table2_ptb_smoke_timing.csv"))
+    assert row["model"] == "scrn_40x10" and row["steps"] == "4" and row["batch_size"] == "8"
+    per_step, tps = float(row["seconds_per_step"]), float(row["tokens_per_s"])
+    assert per_step > 0 and tps == pytest.approx(8 * 35 / per_step, rel=1e-2)
+    assert float(row["epoch_minutes"]) == pytest.approx(
+        int(row["steps_per_epoch"]) * per_step / 60, abs=0.01)
+    assert "--time-steps 4" in row["command"] and row["device"]
+    assert not [f for f in os.listdir(out) if not f.startswith("scrn_table2_ptb_smoke_timing.csv")]
+    assert not os.path.exists(runs)
 
 
 @pytest.mark.slow
