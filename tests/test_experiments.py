@@ -205,26 +205,21 @@ def test_scrn_time_steps_writes_timings_and_trains_nothing(tmp_path):
 
 
 @pytest.mark.slow
-def test_scrn_table4_same_budget_lstm_smoke(tmp_path):
+@pytest.mark.parametrize("args,csv,model,paper_test,extra", [
+    # Table 4's same-budget LSTM, compared with Inan et al.'s LSTM + VD + WT as the paper quotes it
+    (["--table", "4", "--models", "lstm_vd_wt"], "scrn_table4_ptb_smoke_small.csv", "lstm_vd_wt",
+     85.1, dict(context="0", size="small")),
+    (["--table", "7", "--models", "0.97"], "scrn_table7_ptb_smoke_medium.csv", "alpha_0.97", 86.0,
+     dict(size="medium"))])
+def test_scrn_lstm_row_and_table7_smoke(args, csv, model, paper_test, extra, tmp_path):
     out = str(tmp_path / "out")
-    r = run(SCRN, "--table", "4", "--models", "lstm_vd_wt", "--scale", "smoke", "--out", out,
-            "--runs", str(tmp_path / "runs"), "--quiet")
+    r = run(SCRN, *args, "--scale", "smoke", "--out", out, "--runs", str(tmp_path / "runs"),
+            "--quiet")
     assert r.returncode == 0, r.stderr[-3000:]
-    (row,) = rows(os.path.join(out, "scrn_table4_ptb_smoke_small.csv"))
-    assert row["model"] == "lstm_vd_wt" and row["context"] == "0"
-    assert float(row["paper_test_ppl"]) == 85.1                  # Inan et al.'s, as quoted
-    assert "lstm_vd_wt_inan2017" in row["departures"] and math.isfinite(float(row["test_ppl"]))
-
-
-@pytest.mark.slow
-def test_scrn_table7_smoke_end_to_end(tmp_path):
-    out = str(tmp_path / "out")
-    r = run(SCRN, "--table", "7", "--models", "0.97", "--scale", "smoke", "--out", out,
-            "--runs", str(tmp_path / "runs"), "--quiet")
-    assert r.returncode == 0, r.stderr[-3000:]
-    (row,) = rows(os.path.join(out, "scrn_table7_ptb_smoke_medium.csv"))
-    assert row["model"] == "alpha_0.97" and row["size"] == "medium"
-    assert float(row["paper_test_ppl"]) == 86.0 and math.isfinite(float(row["test_ppl"]))
+    (row,) = rows(os.path.join(out, csv))
+    assert row["model"] == model and all(row[k] == v for k, v in extra.items()), row
+    assert float(row["paper_test_ppl"]) == paper_test and math.isfinite(float(row["test_ppl"]))
+    assert ("lstm_vd_wt_inan2017" in row["departures"]) == (model == "lstm_vd_wt")
 
 
 def test_import_dualrnn_loads_keras_only_when_needed():
