@@ -229,7 +229,7 @@ def time_model(args, stem, name, choice, size, preset, corpus):
                tokens_per_s=round(t["tokens_per_s"], 1), steps_per_epoch=t["steps_per_epoch"],
                epoch_minutes=round(t["epoch_seconds"] / 60, 2), load_average=round(load, 2),
                command=command, **provenance())
-    update_csv(stem + "_timing.csv", [row], "model", TIMING_COLUMNS)
+    update_csv(stem + "_timing.csv", [row], ("model", "backend"), TIMING_COLUMNS)
     print(f"{name}: {row['tokens_per_s']:,} tokens/s, {row['epoch_minutes']} minutes per epoch "
           f"({t['steps_per_epoch']} steps; load average {load:.2f} when it started)", flush=True)
 
