@@ -151,8 +151,7 @@ def dynamic_eval(model, tokens, batch_size=32, seq_len=25, lr=1e-4, clipnorm=0.5
     saved = [np.array(ops.convert_to_numpy(v)) for v in model.trainable_variables]
     stream = StreamingLM(model, batch_size, temperature=temperature, regularize=False,
                          dropout=False)
-    stream.compile(optimizer=optimizer,
-                   jit_compile=jit_compile_dyneval(len(tokens)))
+    stream.compile(optimizer=optimizer, jit_compile=jit_compile_dyneval(len(tokens)))
     optimizer.build(stream.trainable_variables)  # eagerly: KrauseRMS records theta_0 here
     try:
         total, count = stream_nll(stream, streams, seq_len, run=lambda seq, first: (

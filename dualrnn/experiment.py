@@ -6,6 +6,7 @@ import math
 import time
 
 from dualrnn import dyneval, evaluate, presets
+from dualrnn.data import batchify
 from dualrnn.models import build_model, count_params
 from dualrnn.train import train
 
@@ -139,7 +140,7 @@ def time_training(preset, corpus, steps=20, warmup=3, seed=0):
     class _Clock(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             stamps.append(time.perf_counter())
-            if len(stamps) > warmup + steps - 1:
+            if len(stamps) >= warmup + steps:
                 self.model.stop_training = True
 
     tokens = t.batch_size * t.seq_len
@@ -152,7 +153,9 @@ def time_training(preset, corpus, steps=20, warmup=3, seed=0):
     if len(stamps) < warmup + steps:
         raise RuntimeError(f"only {len(stamps)} of {warmup + steps} training steps ran")
     per_step = float(np.median(np.diff(stamps[warmup - 1:warmup + steps])))
-    steps_per_epoch = (len(_truncate(corpus.train, t.max_tokens)) // t.batch_size - 1) // t.seq_len
+    # the full windows of an epoch, as dualrnn.train lays the split out (WindowSequence)
+    streams = batchify(_truncate(corpus.train, t.max_tokens), t.batch_size)
+    steps_per_epoch = (streams.shape[1] - 1) // t.seq_len
     return {"seconds_per_step": per_step, "tokens_per_s": tokens / per_step,
             "steps_per_epoch": steps_per_epoch, "epoch_seconds": steps_per_epoch * per_step}
 

@@ -158,9 +158,7 @@ def main(argv=None):
                                      run_dir=os.path.join(args.runs, os.path.basename(stem), name),
                                      seed=args.seed, verbose=0 if args.quiet else 2,
                                      dynamic=False)
-        command = (f"experiments/scrn.py --table {args.table} --dataset {args.dataset} "
-                   + ("" if args.table == 2 else f"--size {args.size} ")
-                   + f"--scale {args.scale} --seed {args.seed}"
+        command = (base_command(args) + f" --seed {args.seed}"
                    + (f" --stop-after-decays {args.stop_after_decays}"
                       if args.stop_after_decays else ""))
         rule = (f"stopping rule (the paper gives none): {preset.train.epochs} epochs"
@@ -212,6 +210,12 @@ def main(argv=None):
     return 0
 
 
+def base_command(args):
+    """The flags every row's ``command`` starts with: table, dataset, size, scale."""
+    return (f"experiments/scrn.py --table {args.table} --dataset {args.dataset} "
+            + ("" if args.table == 2 else f"--size {args.size} ") + f"--scale {args.scale}")
+
+
 def time_model(args, stem, name, choice, size, preset, corpus):
     """``--time-steps``: one row of ``<stem>_timing.csv`` (the machine's load average beside it,
     since other work on the cores slows the steps)."""
@@ -220,9 +224,7 @@ def time_model(args, stem, name, choice, size, preset, corpus):
 
     load = os.getloadavg()[0]
     t = time_training(preset, corpus, steps=args.time_steps, seed=args.seed)
-    command = (f"experiments/scrn.py --table {args.table} --dataset {args.dataset} "
-               + ("" if args.table == 2 else f"--size {args.size} ")
-               + f"--scale {args.scale} --models {choice} --time-steps {args.time_steps}")
+    command = base_command(args) + f" --models {choice} --time-steps {args.time_steps}"
     row = dict(dataset=args.dataset, model=name, size=size, scale=args.scale,
                batch_size=preset.train.batch_size, seq_len=preset.train.seq_len,
                steps=args.time_steps, seconds_per_step=round(t["seconds_per_step"], 4),
