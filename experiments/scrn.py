@@ -13,7 +13,8 @@ Writes results/scrn_table<T>_<dataset>_<scale>.csv (Tables 4-5: ..._<scale>_<siz
 per model, the paper's numbers beside ours with the difference in %, provenance),
 ..._history.csv (per epoch: training and validation perplexity, learning rate) and
 ..._history.png. Finished models are not retrained; an interrupted one resumes from its checkpoint
-under --runs.
+under --runs. A Table 5 or 7 row that is a Table 4 row's training (Table 5's scrn_nd_wt; Table 7's
+alpha 0.90, Table 4's medium scrn_nd_wt) shares that row's checkpoint, so it is trained once.
 
 Table 2 trains as the paper's Table 1 "our implementation" (``presets.scrn_table2``): SGD from lr
 0.8, halved whenever the validation perplexity does not improve, batch 20, windows of 35 with the
@@ -154,8 +155,7 @@ def main(argv=None):
             continue
         print(f"== {name} ({args.dataset}, {size}, {args.scale}) ==", flush=True)
         t0 = time.time()
-        row, hist, _, _ = run_preset(preset, corpus,
-                                     run_dir=os.path.join(args.runs, os.path.basename(stem), name),
+        row, hist, _, _ = run_preset(preset, corpus, run_dir=run_dir(args, stem, name, preset),
                                      seed=args.seed, verbose=0 if args.quiet else 2,
                                      dynamic=False)
         command = (base_command(args) + f" --seed {args.seed}"
@@ -208,6 +208,25 @@ def main(argv=None):
                   f"{float(r['test_ppl']):>8.2f} | {r['paper_valid_ppl'] or '-':>8}"
                   f"{r['paper_test_ppl'] or '-':>7}")
     return 0
+
+
+def run_dir(args, stem, name, preset):
+    """The checkpoint folder of a row under ``--runs``. A Table 5 or 7 row whose model and
+    training equal a Table 4 row's (Table 5's ``scrn_nd_wt`` is Table 4's; Table 7's alpha 0.90
+    is Table 4's medium ``scrn_nd_wt``, whose alpha is Table 3's 0.9) shares that row's folder, so
+    the model is trained once and both tables report it; the configurations are compared here and
+    the checkpoint's identity check guards the rest. A row that already has its own checkpoint
+    keeps it."""
+    own = os.path.join(args.runs, os.path.basename(stem), name)
+    if args.table not in (5, 7) or os.path.exists(os.path.join(own, "checkpoint.npz")):
+        return own
+    twin = presets.scrn_stacked("scrn_nd_wt", args.dataset, args.size, args.scale)
+    twin = twin.replace(train=twin.train.replace(seed=args.seed,
+                                                 stop_after_decays=args.stop_after_decays))
+    if (twin.model, twin.train, twin.eval) != (preset.model, preset.train, preset.eval):
+        return own
+    return os.path.join(args.runs, f"scrn_table4_{args.dataset}_{args.scale}_{args.size}",
+                        "scrn_nd_wt")
 
 
 def base_command(args):

@@ -188,6 +188,31 @@ def test_scrn_table4_smoke_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
+def test_scrn_table5_row_shares_table4_training(tmp_path):
+    """Table 5's scrn_nd_wt is Table 4's model and training: trained once, the same numbers in
+    both CSVs; an ablation gets its own checkpoint."""
+    out, runs = str(tmp_path / "out"), str(tmp_path / "runs")
+    common = ["--scale", "smoke", "--out", out, "--runs", runs, "--quiet"]
+    r = run(SCRN, "--table", "4", "--models", "scrn_nd_wt", *common)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = os.path.join(runs, "scrn_table4_ptb_smoke_small", "scrn_nd_wt", "checkpoint.npz")
+    stamp = os.stat(ckpt).st_mtime_ns
+    r = run(SCRN, "--table", "5", "--models", "scrn_nd_wt,scrn_nd_wt_no_context_softmax",
+            *common)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert os.stat(ckpt).st_mtime_ns == stamp                 # not trained again
+    assert sorted(os.listdir(runs)) == ["scrn_table4_ptb_smoke_small",
+                                        "scrn_table5_ptb_smoke_small"]
+    assert os.listdir(os.path.join(runs, "scrn_table5_ptb_smoke_small")) == [
+        "scrn_nd_wt_no_context_softmax"]
+    (t4,) = rows(os.path.join(out, "scrn_table4_ptb_smoke_small.csv"))
+    t5 = {r["model"]: r for r in rows(os.path.join(out, "scrn_table5_ptb_smoke_small.csv"))}
+    for k in ("params", "valid_ppl", "test_ppl", "epochs", "best_epoch"):
+        assert t5["scrn_nd_wt"][k] == t4[k], k
+    assert t5["scrn_nd_wt_no_context_softmax"]["test_ppl"] != t4["test_ppl"]
+
+
+@pytest.mark.slow
 def test_scrn_time_steps_writes_timings_and_trains_nothing(tmp_path):
     out, runs = str(tmp_path / "out"), str(tmp_path / "runs")
     r = run(SCRN, "--table", "2", "--models", "40x10", "--scale", "smoke", "--time-steps", "4",
