@@ -13,6 +13,21 @@ if not os.environ.get("DUALRNN_DATA"):
         os.environ["DUALRNN_DATA"] = guess
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (the README's ``-n 2``) the controller fetches the corpora once before
+    the workers start, so that two workers never download the same file at the same time."""
+    if (hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None)
+            or os.environ.get("DUALRNN_DATA")):
+        return
+    from dualrnn import data
+
+    for name in ("ptb", "wikitext-2"):
+        try:
+            data.load_corpus(name)
+        except ValueError:         # no network: the tests that need the corpus say so
+            return
+
+
 @pytest.fixture(scope="session")
 def ptb():
     from dualrnn import data
