@@ -217,8 +217,10 @@ def run_dir(args, stem, name, preset):
     the model is trained once and both tables report it; the configurations are compared here and
     the checkpoint's identity check guards the rest. A row that already has its own checkpoint
     keeps it."""
+    from dualrnn.train import CHECKPOINT
+
     own = os.path.join(args.runs, os.path.basename(stem), name)
-    if args.table not in (5, 7) or os.path.exists(os.path.join(own, "checkpoint.npz")):
+    if args.table not in (5, 7) or os.path.exists(os.path.join(own, CHECKPOINT)):
         return own
     twin = presets.scrn_stacked("scrn_nd_wt", args.dataset, args.size, args.scale)
     twin = twin.replace(train=twin.train.replace(seed=args.seed,
