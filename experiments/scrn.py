@@ -116,8 +116,7 @@ def main(argv=None):
     except ValueError as e:
         sys.stderr.write(f"scrn.py: error: {e}\n")
         return 2
-    stem = os.path.join(args.out, f"scrn_table{args.table}_{args.dataset}_{args.scale}"
-                        + ("" if args.table == 2 else f"_{args.size}"))
+    stem = os.path.join(args.out, table_name(args, args.table))
     rows = {r["model"]: r for r in read_csv(stem + ".csv")}
     names = ([f"scrn_{m}" for m in SIZES] if args.table == 2 else
              [f"alpha_{a}" for a in ALPHAS] if args.table == 7 else list(STACKED[args.table]))
@@ -148,14 +147,13 @@ def main(argv=None):
             size = args.size
             if m in LSTM_ROWS:
                 hidden, context = preset.model.recurrent_units[0], 0
-        preset = preset.replace(train=preset.train.replace(
-            seed=args.seed, stop_after_decays=args.stop_after_decays))
+        preset = with_run_flags(preset, args)
         if args.time_steps:
             time_model(args, stem, name, m, size, preset, corpus)
             continue
         print(f"== {name} ({args.dataset}, {size}, {args.scale}) ==", flush=True)
         t0 = time.time()
-        row, hist, _, _ = run_preset(preset, corpus, run_dir=run_dir(args, stem, name, preset),
+        row, hist, _, _ = run_preset(preset, corpus, run_dir=run_dir(args, name, preset),
                                      seed=args.seed, verbose=0 if args.quiet else 2,
                                      dynamic=False)
         command = (base_command(args) + f" --seed {args.seed}"
@@ -210,7 +208,7 @@ def main(argv=None):
     return 0
 
 
-def run_dir(args, stem, name, preset):
+def run_dir(args, name, preset):
     """The checkpoint folder of a row under ``--runs``. A Table 5 or 7 row whose model and
     training equal a Table 4 row's (Table 5's ``scrn_nd_wt`` is Table 4's; Table 7's alpha 0.90
     is Table 4's medium ``scrn_nd_wt``, whose alpha is Table 3's 0.9) shares that row's folder, so
@@ -219,16 +217,27 @@ def run_dir(args, stem, name, preset):
     keeps it."""
     from dualrnn.train import CHECKPOINT
 
-    own = os.path.join(args.runs, os.path.basename(stem), name)
+    own = os.path.join(args.runs, table_name(args, args.table), name)
     if args.table not in (5, 7) or os.path.exists(os.path.join(own, CHECKPOINT)):
         return own
-    twin = presets.scrn_stacked("scrn_nd_wt", args.dataset, args.size, args.scale)
-    twin = twin.replace(train=twin.train.replace(seed=args.seed,
-                                                 stop_after_decays=args.stop_after_decays))
+    twin = with_run_flags(presets.scrn_stacked("scrn_nd_wt", args.dataset, args.size,
+                                               args.scale), args)
     if (twin.model, twin.train, twin.eval) != (preset.model, preset.train, preset.eval):
         return own
-    return os.path.join(args.runs, f"scrn_table4_{args.dataset}_{args.scale}_{args.size}",
-                        "scrn_nd_wt")
+    return os.path.join(args.runs, table_name(args, 4), "scrn_nd_wt")
+
+
+def table_name(args, table):
+    """The file stem of a table's CSVs and run folders: ``scrn_table<T>_<dataset>_<scale>``,
+    with ``_<size>`` for the stacked tables."""
+    return (f"scrn_table{table}_{args.dataset}_{args.scale}"
+            + ("" if table == 2 else f"_{args.size}"))
+
+
+def with_run_flags(preset, args):
+    """``preset`` with the command line's ``--seed`` and ``--stop-after-decays``."""
+    return preset.replace(train=preset.train.replace(seed=args.seed,
+                                                     stop_after_decays=args.stop_after_decays))
 
 
 def base_command(args):
