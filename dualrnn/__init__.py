@@ -13,8 +13,9 @@ import sys
 
 __version__ = "0.4.1"
 
-_SUBMODULES = ("cli", "configs", "data", "dyneval", "evaluate", "experiment", "files", "layers",
-               "models", "optimizers", "presets", "results", "streaming", "train")
+_SUBMODULES = ("allocator", "cache", "checks", "cli", "configs", "data", "dyneval", "evaluate",
+               "experiment", "files", "layers", "models", "optimizers", "presets", "results",
+               "streaming", "train")
 _FROM_MODELS = ("LanguageModel", "build_model", "count_params")
 __all__ = list(_SUBMODULES + _FROM_MODELS)
 

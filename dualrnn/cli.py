@@ -1,6 +1,6 @@
 """Command-line plumbing shared by experiments/ and tuning/: one-line errors with exit code 2.
 
-It imports nothing of Keras or of dualrnn, so the scripts load it by path (their `_cli.py`)
+It imports nothing of Keras (``import dualrnn`` is light), so the scripts' ``_cli.py`` load it
 before Keras is imported, and ``set_backend`` can still choose the backend.
 """
 
@@ -20,7 +20,17 @@ class Parser(argparse.ArgumentParser):
 
 
 def set_backend(argv):
-    """Honour ``--backend NAME`` before Keras is imported (it reads KERAS_BACKEND once)."""
+    """The scripts' set-up before Keras is imported (it reads KERAS_BACKEND once): honour
+    ``--backend NAME``, and keep freed host memory for reuse (``dualrnn.allocator``; off with
+    ``DUALRNN_RETAIN_FREED_MEMORY=0``)."""
+    from dualrnn.allocator import ENV, retain_freed_memory
+
+    try:
+        retain_freed_memory()
+    except ValueError:
+        sys.stderr.write(f"{os.path.basename(argv[0])}: error: {ENV}="
+                         f"{os.environ[ENV]!r} must be 0 (off) or 1 (on)\n")
+        sys.exit(2)
     for i, a in enumerate(argv):
         if a == "--backend" and i + 1 < len(argv):
             os.environ["KERAS_BACKEND"] = argv[i + 1]
