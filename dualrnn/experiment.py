@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 
 from dualrnn import dyneval, evaluate, presets
@@ -10,6 +11,7 @@ from dualrnn.data import batchify
 from dualrnn.models import build_model, count_params
 from dualrnn.train import train
 
+TRIALS_FILE = "dyneval_trials.json"    # a run folder's finished dynamic-evaluation trials
 RESULT_FIELDS = ("valid_ppl_carry", "test_ppl_carry", "valid_ppl_windows", "test_ppl_windows",
                  "dyn_valid_ppl", "dyn_test_ppl")
 
@@ -71,7 +73,9 @@ def run_preset(preset, corpus, run_dir=None, dyneval_search=None, seed=0, verbos
     across windows; ``"windows"``: every window of ``preset.eval.seq_len`` from the zero state).
     Dynamic evaluation is searched on validation data over ``dyneval_search`` (an entry of
     ``presets.DYNEVAL_SEARCH``; default: the preset's one ``EvalConfig`` setting), and the winner
-    is applied once to the test data, both starting from the trained weights. ``seed`` seeds the
+    is applied once to the test data, both starting from the trained weights; with ``run_dir``
+    its finished trials are kept in ``run_dir/dyneval_trials.json``, so that a search interrupted
+    by the end of a session resumes where it stopped. ``seed`` seeds the
     initial weights (the dropout masks follow ``preset.train.seed``). Returns ``(row, history,
     model, trials)``: the measurements (chosen dynamic-evaluation values included), the
     per-epoch history and every dynamic-evaluation trial. ``dynamic=False`` skips dynamic
@@ -97,8 +101,9 @@ def run_preset(preset, corpus, run_dir=None, dyneval_search=None, seed=0, verbos
         rms = None
         if space.get("rms_lrs"):
             rms = dyneval.gradient_rms(model, _truncate(corpus.train, rms_tokens))
+        trials_path = None if run_dir is None else os.path.join(run_dir, TRIALS_FILE)
         best, trials = dyneval.search(model, valid, rms=rms, temperature=ev.temperature,
-                                      verbose=verbose, **space)
+                                      trials_path=trials_path, verbose=verbose, **space)
         row["dyn_valid_ppl"] = best["ppl"]
         row["dyn_test_ppl"] = dyneval.dynamic_eval(
             model, test, temperature=ev.temperature, rms=rms,

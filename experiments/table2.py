@@ -44,7 +44,7 @@ def main(argv=None):
     _cli.check_run_flags(p, args)
 
     from dualrnn import data, dyneval, evaluate
-    from dualrnn.experiment import dyneval_space, protocol_departures
+    from dualrnn.experiment import TRIALS_FILE, dyneval_space, protocol_departures
     from dualrnn.models import build_model, count_params
     from dualrnn.results import paper_table2, provenance, read_csv, write_csv
     from dualrnn.train import train
@@ -63,9 +63,9 @@ def main(argv=None):
     test = corpus.test[:ev.max_tokens] if ev.max_tokens else corpus.test
     verbose = 0 if args.quiet else 2
     model = build_model(preset, corpus.vocab_size, seed=args.seed)
+    run_dir = os.path.join(args.runs, os.path.basename(stem), preset.name)
     result = train(model, corpus.train, valid, preset.train, eval_batch_size=ev.batch_size,
-                   eval_seq_len=ev.seq_len, verbose=verbose,
-                   checkpoint_dir=os.path.join(args.runs, os.path.basename(stem), preset.name))
+                   eval_seq_len=ev.seq_len, verbose=verbose, checkpoint_dir=run_dir)
 
     s, t, vppl, trials = evaluate.search(model, valid, ev.batch_size, grid["seq_lens"],
                                          grid["temperatures"], protocol="windows")
@@ -89,6 +89,7 @@ def main(argv=None):
     departures = []
     for prefix, beta in (("dyn", ev.dyneval_beta_1), ("dyn0", 0.0)):
         best, dtrials = dyneval.search(model, valid, temperature=tc, verbose=verbose,
+                                       trials_path=os.path.join(run_dir, TRIALS_FILE),
                                        **dict(space, beta_1s=(beta,)))
         departures = protocol_departures(preset, best, space, reduced=args.scale != "full")
         search_rows += [dict(kind=prefix, protocol="carry", temperature=tc, valid_ppl=d["ppl"],

@@ -104,3 +104,39 @@ def test_search_picks_the_best_setting(model, ptb):
                                   seq_lens=[20], batch_sizes=(4,), beta_1s=(0.0,))
     assert len(trials) == 2 and best["ppl"] == min(t["ppl"] for t in trials)
     assert best["lr"] == 1e-3  # adapting to the repetition beats (almost) not adapting
+
+
+def test_search_resumes_from_saved_trials(ptb, tmp_path, monkeypatch):
+    """An interrupted search keeps its finished trials and runs only the missing ones; trials
+    saved for other weights are not reused."""
+    model = dualrnn.build_model(presets.table1("lstm", "ptb", "smoke"), 10_000, seed=1)
+    tokens = np.tile(ptb.valid[:40], 10)
+    path = str(tmp_path / "trials.json")
+    real, calls = dyneval.dynamic_eval, []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["lr"])
+        if len(calls) == 2 and interrupt:
+            raise KeyboardInterrupt          # the session ends during the second trial
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dyneval, "dynamic_eval", spy)
+    grid = dict(lrs=[1e-4, 1e-3], clipnorms=[0.0], seq_lens=[20], batch_sizes=(4,),
+                beta_1s=(0.0,))
+    interrupt = True
+    with pytest.raises(KeyboardInterrupt):
+        dyneval.search(model, tokens, trials_path=path, **grid)
+    interrupt = False
+    calls.clear()
+    best, trials = dyneval.search(model, tokens, trials_path=path, **grid)
+    assert calls == [1e-3]                   # the first trial came from the file
+    assert [t["lr"] for t in trials] == [1e-4, 1e-3] and best["ppl"] == min(
+        t["ppl"] for t in trials)
+    calls.clear()
+    best, trials = dyneval.search(model, tokens, trials_path=path, **{**grid, "lrs": [1e-3]})
+    assert calls == [] and [t["lr"] for t in trials] == [1e-3]   # only this search's trials
+    v = model.trainable_variables[0]
+    saved = keras.ops.convert_to_numpy(v)
+    v.assign(saved * 1.01)
+    dyneval.search(model, tokens, trials_path=path, **{**grid, "lrs": [1e-3]})
+    assert calls == [1e-3]                   # other weights: nothing reused
