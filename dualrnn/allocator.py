@@ -6,10 +6,10 @@ with a fresh ``mmap`` and returns it with ``munmap`` when freed. XLA (JAX, and T
 each step of a CPU run whose weights are tens of MB touches fresh pages that the kernel must
 fault in and zero: on the 2-core CPU a jitted ``a + b`` over 36 MB ran at 4 GB/s, against
 17 GB/s once freed memory was kept. Dynamic evaluation at batch 1, which updates every weight
-after every 5 tokens, is the step this limits most (README, "Speed").
+after every 5 tokens, is the step this limits most (README, "Throughput").
 
-``retain_freed_memory`` raises the mmap threshold to 1 GiB and the trim threshold to 2 GiB - 1 (glibc
-``mallopt``), so freed buffers stay in the heap and are reused. The resident memory then does not
+``retain_freed_memory`` raises the mmap threshold to 1 GiB and the trim threshold to 2 GiB - 1
+(glibc ``mallopt``), so freed buffers stay in the heap and are reused. The resident memory then does not
 shrink after a peak. It changes no number a computation produces. The experiment and tuning
 scripts call it at start-up; library users call it themselves. ``DUALRNN_RETAIN_FREED_MEMORY=0``
 turns it off; elsewhere than glibc (macOS, Windows, musl) it does nothing.
