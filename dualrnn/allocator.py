@@ -9,16 +9,16 @@ fault in and zero: on the 2-core CPU a jitted ``a + b`` over 36 MB ran at 4 GB/s
 after every 5 tokens, is the step this limits most (README, "Throughput").
 
 ``retain_freed_memory`` raises the mmap threshold to 1 GiB and the trim threshold to 2 GiB - 1
-(glibc ``mallopt``), so freed buffers stay in the heap and are reused. The resident memory then does not
-shrink after a peak. It changes no number a computation produces. The experiment and tuning
-scripts call it at start-up; library users call it themselves. ``DUALRNN_RETAIN_FREED_MEMORY=0``
-turns it off; elsewhere than glibc (macOS, Windows, musl) it does nothing.
+(glibc ``mallopt``), so freed buffers stay in the heap and are reused. The resident memory then
+does not shrink after a peak. It changes no number a computation produces. The experiment and
+tuning scripts call it at start-up; library users call it themselves.
+``DUALRNN_RETAIN_FREED_MEMORY=0`` turns it off; elsewhere than glibc (macOS, Windows, musl) it
+does nothing.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 M_TRIM_THRESHOLD = -1          # glibc malloc.h
@@ -29,12 +29,10 @@ ENV = "DUALRNN_RETAIN_FREED_MEMORY"
 
 
 def _libc():
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
+    """The C library this process already links (no ``find_library``: it runs ``ldconfig``)."""
     try:
-        libc = ctypes.CDLL(name)
-    except OSError:
+        libc = ctypes.CDLL(None)
+    except (OSError, TypeError):        # Windows has no dlopen(NULL)
         return None
     # gnu_get_libc_version exists only in glibc, whose mallopt takes these parameter numbers
     if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):

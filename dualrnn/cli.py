@@ -23,13 +23,12 @@ def set_backend(argv):
     """The scripts' set-up before Keras is imported (it reads KERAS_BACKEND once): honour
     ``--backend NAME``, and keep freed host memory for reuse (``dualrnn.allocator``; off with
     ``DUALRNN_RETAIN_FREED_MEMORY=0``)."""
-    from dualrnn.allocator import ENV, retain_freed_memory
+    from dualrnn.allocator import retain_freed_memory
 
     try:
         retain_freed_memory()
-    except ValueError:
-        sys.stderr.write(f"{os.path.basename(argv[0])}: error: {ENV}="
-                         f"{os.environ[ENV]!r} must be 0 (off) or 1 (on)\n")
+    except ValueError as e:
+        sys.stderr.write(f"{os.path.basename(argv[0])}: error: {e}\n")
         sys.exit(2)
     for i, a in enumerate(argv):
         if a == "--backend" and i + 1 < len(argv):

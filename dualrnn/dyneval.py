@@ -260,11 +260,9 @@ def search(model, tokens, lrs, clipnorms=(0.5,), seq_lens=(25,), beta_1s=(0.9, 0
 
     def trial(method, batch_size, seq_len, clipnorm, lr, beta_1):
         key = (method, batch_size, seq_len, clipnorm, lr, beta_1)
+        first, saved = key not in used, key in seen   # a point repeated by the search prints once
         used[key] = None
-        if key in seen and verbose:
-            print(f"dyneval {method} batch={batch_size} seq_len={seq_len} clipnorm={clipnorm} "
-                  f"lr={lr} beta_1={beta_1}: {seen[key]['ppl']:.3f} (saved trial)", flush=True)
-        if key not in seen:
+        if not saved:
             try:
                 ppl = dynamic_eval(model, tokens, batch_size=batch_size, seq_len=seq_len, lr=lr,
                                    clipnorm=clipnorm, beta_1=beta_1, temperature=temperature,
@@ -274,9 +272,10 @@ def search(model, tokens, lrs, clipnorms=(0.5,), seq_lens=(25,), beta_1s=(0.9, 0
             seen[key] = dict(zip(TRIAL_FIELDS, key), ppl=ppl)
             if trials_path is not None:
                 _save_trials(trials_path, fingerprint, seen)
-            if verbose:
-                print(f"dyneval {method} batch={batch_size} seq_len={seq_len} clipnorm={clipnorm} "
-                      f"lr={lr} beta_1={beta_1}: {ppl:.3f}", flush=True)
+        if verbose and first:
+            print(f"dyneval {method} batch={batch_size} seq_len={seq_len} clipnorm={clipnorm} "
+                  f"lr={lr} beta_1={beta_1}: {seen[key]['ppl']:.3f}"
+                  + (" (saved trial)" if saved else ""), flush=True)
         return seen[key]
 
     for method in methods:
