@@ -171,6 +171,17 @@ class WindowSequence(keras.utils.PyDataset):
         self._reset = np.ones((streams.shape[0],), "float32")
         self._keep = np.zeros((streams.shape[0],), "float32")
 
+    def after(self, k):
+        """The same windows from the ``k``-th on (a resumed epoch): a copy whose first window
+        starts from the zero state only if it did here (or with ``reset_every``)."""
+        if not 0 <= k < len(self.items):
+            raise ValueError(f"window {k} is not one of this sequence's {len(self.items)}")
+        rest = WindowSequence.__new__(type(self))
+        keras.utils.PyDataset.__init__(rest)
+        first = None if self.first is None or self.first < k else self.first - k
+        rest._setup(self.streams, self.items[k:], first, self.reset_every)
+        return rest
+
     def __len__(self):
         return len(self.items)
 
@@ -182,13 +193,13 @@ class WindowSequence(keras.utils.PyDataset):
 
 class VariableWindowSequence(WindowSequence):
     """Windows ``((ids, reset), targets)`` of ``streams`` at the given ``(start, width, ...)``
-    spans (``data.variable_windows``: AWD-LSTM's variable BPTT), in order; the first window (or,
-    with ``reset_every``, every window) starts from the zero state."""
+    spans (``data.variable_windows``: AWD-LSTM's variable BPTT), in order; the window ``first``
+    (None: none; with ``reset_every``, every window) starts from the zero state."""
 
-    def __init__(self, streams, spans, reset_every=False):
+    def __init__(self, streams, spans, reset_every=False, first=0):
         keras.utils.PyDataset.__init__(self)
         self._setup(streams, [(streams[:, s:s + w], streams[:, s + 1:s + w + 1])
-                              for s, w, *_ in spans], 0, reset_every)
+                              for s, w, *_ in spans], first, reset_every)
 
     def fit_input(self):
         """What ``fit`` takes: this sequence, or on TensorFlow a ``tf.data.Dataset`` with the

@@ -5,7 +5,10 @@ windows of ``seq_len`` tokens; the recurrent state is carried from window to win
 back-propagation through time) and reset to zero at the start of every epoch. Keras's ``fit``
 runs the compiled steps. After every epoch the validation perplexity is measured with
 ``evaluate.perplexity`` and a checkpoint is written atomically; rerunning with the same
-``checkpoint_dir`` resumes from the last finished epoch and ends as an uninterrupted run would.
+``checkpoint_dir`` resumes from the last checkpoint and ends as an uninterrupted run would. Within
+an epoch a checkpoint is also written every ``checkpoint_every`` seconds (the carried state, the
+optimizer, the dropout generators and the epoch's running loss sums included), so a resumed run
+starts at the window after it instead of at the epoch's beginning.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class TrainResult:
     wall_time: float         # seconds of training and validation, all runs together
     resumed_from: int        # epoch the last run resumed from (0: started afresh)
     lr_decays: int = 0       # times the learning-rate schedule decayed the rate
+    resumed_window: int = 0  # windows of epoch resumed_from + 1 done before the last run resumed
 
 
 def _to_numpy(variables):
@@ -58,20 +62,47 @@ def seed_dropout(model, seed: int):
 
 
 class _Checkpointer(keras.callbacks.Callback):
-    """Validates after each epoch, keeps the best weights, writes the checkpoint atomically."""
+    """Validates after each epoch, keeps the best weights, writes the checkpoint atomically;
+    within an epoch, writes one every ``every`` seconds (None: never) with the window reached
+    (``state["window"]``), the epoch's seconds so far and the running loss sums (Keras's metric
+    variables), which ``restore_metrics`` gives back to the resumed epoch."""
 
     def __init__(self, base, stream, valid, eval_batch_size, eval_seq_len, path, state, best,
-                 verbose, schedule=None, trigger=None):
+                 verbose, schedule=None, trigger=None, every=None):
         super().__init__()
         self.schedule, self.trigger = schedule, trigger
         self.base, self.stream, self.valid = base, stream, valid
         self.eval_batch_size, self.eval_seq_len = eval_batch_size, eval_seq_len
         self.path, self.state, self.best, self.verbose = path, state, best, verbose
+        self.every = every
+        self.offset = 0                  # windows of this epoch done before this fit call
+        self.restore_metrics = None      # metric values to resume the epoch with
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.t0 = time.time()
+        # Keras has reset the metrics just before; a resumed epoch gets its running sums back
+        self.t0 = time.time() - self.state.get("epoch_seconds", 0.0)
+        if self.restore_metrics is not None:
+            for v, a in zip(self.stream.metrics_variables, self.restore_metrics):
+                v.assign(a)
+            self.restore_metrics = None
+        self.last_save = time.time()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (not self.path or self.every is None or time.time() - self.last_save < self.every
+                or batch + 1 >= self.params["steps"]):     # the epoch's end writes its own
+            return
+        if keras.backend.backend() == "jax":
+            self.stream.jax_state_sync()   # JAX's fit keeps the live values outside variables
+        st = dict(self.state, window=self.offset + batch + 1,
+                  epoch_seconds=time.time() - self.t0)
+        save_checkpoint(self.path, self.stream, st, self.best,
+                        metrics=_to_numpy(self.stream.metrics_variables))
+        self.last_save = time.time()
 
     def on_epoch_end(self, epoch, logs=None):
+        self.offset = 0
+        self.state.pop("window", None)
+        self.state.pop("epoch_seconds", None)
         loss, nll = float(logs["loss"]), float(logs["nll"])
         if not (math.isfinite(loss) and math.isfinite(nll)):
             raise FloatingPointError(f"training loss became {loss} in epoch {epoch + 1}; "
@@ -189,13 +220,33 @@ def epoch_windows(streams, config, epoch):
                             bucket=config.bptt_bucket)
 
 
-def _fit_variable_bptt(stream, streams, config, state, schedule, fit):
+def _fit_epochs(stream, streams, config, state, schedule, fit, checkpointer):
+    """Run the epochs from ``state["epoch"]`` on, the first from window ``state["window"]``
+    (a checkpoint written within it) or from its beginning."""
+    start = state.get("window", 0)
+    checkpointer.offset = start
+    if config.variable_bptt:
+        _fit_variable_bptt(stream, streams, config, state, schedule, fit, start)
+        return
+    seq = WindowSequence(streams, config.seq_len, reset_every=not config.carry_state)
+    if start:                       # the rest of the interrupted epoch, then the others
+        epoch = state["epoch"]
+        stream.fit(seq.after(start), epochs=epoch + 1, initial_epoch=epoch, **fit)
+        if state.get("stopped") or (schedule and schedule.finished(state)):
+            return
+    stream.fit(seq, epochs=config.epochs, initial_epoch=state["epoch"], **fit)
+
+
+def _fit_variable_bptt(stream, streams, config, state, schedule, fit, start=0):
     """One ``fit`` call per epoch (each epoch has its own number and lengths of windows); the
-    optimizer's per-step factors scale each window's rate by its drawn length / seq_len."""
+    optimizer's per-step factors scale each window's rate by its drawn length / seq_len. The
+    first epoch starts at window ``start``."""
     for epoch in range(state["epoch"], config.epochs):
-        spans = epoch_windows(streams, config, epoch)
+        spans = epoch_windows(streams, config, epoch)[start:]
         stream.optimizer.set_step_factors([f for _, _, f in spans])
-        seq = VariableWindowSequence(streams, spans, reset_every=not config.carry_state)
+        seq = VariableWindowSequence(streams, spans, reset_every=not config.carry_state,
+                                     first=0 if start == 0 else None)
+        start = 0
         stream.fit(seq.fit_input(), epochs=epoch + 1, initial_epoch=epoch, **fit)
         if state.get("stopped") or (schedule and schedule.finished(state)):
             break
@@ -222,8 +273,11 @@ def _identity(model_config, vocab_size, train_config):
                                   "train": {k: v for k, v in train.items() if k != "epochs"}}))
 
 
-def save_checkpoint(path, stream, state, best):
+def save_checkpoint(path, stream, state, best, metrics=()):
+    """Write ``stream``'s variables and optimizer state, the best weights, the training state
+    and (within an epoch) the metric variables' values to ``path``, atomically."""
     arrays = {f"var_{i}": a for i, a in enumerate(_to_numpy(stream.variables))}
+    arrays.update({f"met_{i}": a for i, a in enumerate(metrics)})
     arrays.update({f"opt_{i}": a for i, a in enumerate(_to_numpy(stream.optimizer.variables))})
     arrays.update({f"best_{i}": a for i, a in enumerate(best)})
     arrays["state"] = np.array(json.dumps(state))
@@ -273,7 +327,8 @@ def assign_best(model, best, path):
 
 
 def load_checkpoint(path, stream):
-    """Restore variables and optimizer state into ``stream``; returns (state, best weights)."""
+    """Restore variables and optimizer state into ``stream``; returns (state, best weights,
+    metric values: saved within an epoch only, else empty)."""
     with np.load(path) as z:
         state = json.loads(str(z["state"]))
         n_var = sum(k.startswith("var_") for k in z.files)
@@ -291,12 +346,16 @@ def load_checkpoint(path, stream):
         for i, v in enumerate(stream.optimizer.variables):
             v.assign(z[f"opt_{i}"])
         best = [z[f"best_{i}"] for i in range(n_best)]
-    return state, best
+        metrics = [z[f"met_{i}"] for i in range(sum(k.startswith("met_") for k in z.files))]
+    if metrics and len(metrics) != len(stream.metrics_variables):
+        raise ValueError(f"checkpoint {path} holds {len(metrics)} metric variables, this model "
+                         f"has {len(stream.metrics_variables)}: it belongs to another model")
+    return state, best, metrics
 
 
 def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_size=None,
           eval_seq_len=None, checkpoint_dir=None, callbacks=(), verbose=1,
-          init_from=None) -> TrainResult:
+          init_from=None, checkpoint_every=600.0) -> TrainResult:
     """Train ``model`` in place; at the end it holds the weights of its best validation epoch.
 
     ``config`` gives epochs, batch size, window, the optimizer (``PaperNadam`` by default; or
@@ -306,9 +365,11 @@ def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_siz
     truncation, whether the state is carried between windows (``carry_state``) and the seed of
     the dropout masks (``seed``: a fresh run seeds every dropout generator from it). Validation perplexity uses
     ``eval_batch_size``/``eval_seq_len`` (default: the training ones). With ``checkpoint_dir`` a
-    checkpoint is written after every epoch and a rerun resumes from it, also with a larger
-    ``config.epochs`` (training on); a checkpoint of another model or training configuration is
-    refused. ``optimizer="nt_asgd"``: see ``NonMonotoneTrigger`` (validation, the best weights and
+    checkpoint is written after every epoch, and within an epoch every ``checkpoint_every``
+    seconds (None: only after epochs); a rerun resumes from it, at the window after a checkpoint
+    written within an epoch, and ends as an uninterrupted run would (the same weights), also with
+    a larger ``config.epochs`` (training on); a checkpoint of another model or training
+    configuration is refused. ``optimizer="nt_asgd"``: see ``NonMonotoneTrigger`` (validation, the best weights and
     the final model are the averaged weights once averaging is on; the average resumes exactly).
     ``init_from`` (a checkpoint or its folder) starts a fresh run from that run's best weights
     (AWD-LSTM's fine-tuning: ``TrainConfig(optimizer="nt_asgd", finetune=True)``); their
@@ -316,6 +377,9 @@ def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_siz
     ``checkpoint_dir`` ignores it.
     """
     config = config.validate()
+    if checkpoint_every is not None and not checkpoint_every >= 0:
+        raise ValueError(f"checkpoint_every={checkpoint_every!r} must be a number of seconds "
+                         f">= 0 or None")
     train_tokens = check_tokens(train_tokens, model.vocab_size)
     valid_tokens = check_tokens(valid_tokens, model.vocab_size)
     if config.max_tokens:
@@ -346,9 +410,9 @@ def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_siz
         state["best_valid_ppl"] = perplexity(model, valid_tokens, eval_batch_size, eval_seq_len)
         state["init_from"] = os.path.abspath(init_from)
     best = _to_numpy(model.trainable_variables)
-    resumed_from = 0
+    resumed_from, metrics = 0, []
     if path and os.path.exists(path):
-        saved, saved_best = load_checkpoint(path, stream)
+        saved, saved_best, metrics = load_checkpoint(path, stream)
         old = saved["identity"]
         if identity != _identity(old["model"], old["vocab_size"], old["train"]):
             raise ValueError(f"checkpoint {path} was written for another model or training "
@@ -356,7 +420,10 @@ def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_siz
         state, best = saved, saved_best
         resumed_from = state["epoch"]
         if verbose:
-            print(f"resuming from {path} after epoch {resumed_from}", flush=True)
+            within = (f", at window {state['window']} of epoch {resumed_from + 1}"
+                      if state.get("window") else "")
+            print(f"resuming from {path} after epoch {resumed_from}{within}", flush=True)
+    resumed_window = state.get("window", 0)
 
     state.setdefault("lr", config.learning_rate)      # checkpoints from before 0.3.0
     state.setdefault("lr_decays", 0)
@@ -367,17 +434,15 @@ def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_siz
     if (state["epoch"] < config.epochs and not (schedule and schedule.finished(state))
             and not state.get("stopped")):
         checkpointer = _Checkpointer(model, stream, valid_tokens, eval_batch_size, eval_seq_len,
-                                     path, state, best, verbose, schedule, trigger)
+                                     path, state, best, verbose, schedule, trigger,
+                                     every=checkpoint_every)
+        checkpointer.restore_metrics = metrics or None
         fit = dict(shuffle=False, callbacks=[checkpointer, *callbacks],
                    verbose=verbose if verbose == 1 else 0)
-        if config.variable_bptt:
-            _fit_variable_bptt(stream, streams, config, state, schedule, fit)
-        else:
-            stream.fit(WindowSequence(streams, config.seq_len, reset_every=not config.carry_state),
-                       epochs=config.epochs, initial_epoch=state["epoch"], **fit)
+        _fit_epochs(stream, streams, config, state, schedule, fit, checkpointer)
     for v, a in zip(model.trainable_variables, best):
         v.assign(a)
     return TrainResult(history=state["history"], best_epoch=state["best_epoch"],
                        best_valid_ppl=state["best_valid_ppl"], epochs=state["epoch"],
                        wall_time=state["wall_time"], resumed_from=resumed_from,
-                       lr_decays=state["lr_decays"])
+                       lr_decays=state["lr_decays"], resumed_window=resumed_window)

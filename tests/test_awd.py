@@ -497,6 +497,31 @@ def test_variable_bptt_resumes_exactly(monkeypatch, tmp_path):
         round(h["train_ppl"], 4) for h in straight.history]
 
 
+def test_variable_bptt_and_averaging_resume_within_an_epoch(monkeypatch, tmp_path):
+    """A kill within an averaged variable-BPTT epoch: the rest of the epoch's windows keep their
+    drawn lengths and rate factors, and the average goes on exactly."""
+    from test_train import InterruptWithin, tiny_run
+
+    tc = VB_BUCKETS.replace(nonmono=1, epochs=4)   # epoch 3's 120 > 100: averaging from epoch 4
+    script = [100.0, 110.0, 120.0, 80.0]
+    rates = BatchRates()
+    straight, _ = tiny_run(monkeypatch, script, tc, callbacks=[rates])
+    rng_streams = dualrnn.data.batchify(np.zeros(400, "int32"), tc.batch_size)
+    n = sum(len(train.epoch_windows(rng_streams, tc, e)) for e in range(3))
+    with pytest.raises(KeyboardInterrupt):
+        tiny_run(monkeypatch, script, tc, checkpoint_dir=str(tmp_path), checkpoint_every=0,
+                 callbacks=[InterruptWithin(3, 1)])
+    again = BatchRates()
+    keep = KeepOptimizer()
+    resumed, _ = tiny_run(monkeypatch, script[3:], tc, checkpoint_dir=str(tmp_path),
+                          callbacks=[again, keep])
+    assert (resumed.resumed_from, resumed.resumed_window) == (3, 2)
+    np.testing.assert_allclose(again.rates, rates.rates[n + 2:], rtol=1e-6)
+    assert [round(h["train_ppl"], 4) for h in resumed.history] == [
+        round(h["train_ppl"], 4) for h in straight.history]
+    assert keep.averaging and float(numpy(keep.model.optimizer.averaged_steps)) > 0
+
+
 # ---- the weight-dropped GRU (AWD-GRU of the AWD-GRU/biLSTM report) -----------------------------
 
 def np_gru(x, kernel, recurrent, bias, reset_after=True):

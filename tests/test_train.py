@@ -68,6 +68,63 @@ def test_resume_after_interruption_matches_uninterrupted_run(ptb, tmp_path):
     assert r3.resumed_from == 2 and r3.history == r2.history
 
 
+class InterruptWithin(keras.callbacks.Callback):
+    """Raises after window ``window`` (0-based) of epoch ``epoch``, after the checkpointer ran."""
+
+    def __init__(self, epoch, window):
+        super().__init__()
+        self.at, self.epoch = (epoch, window), None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            raise KeyboardInterrupt("simulated kill within an epoch")
+
+
+def test_resume_within_an_epoch_matches_uninterrupted_run(ptb, tmp_path):
+    preset = presets.table1("dual_mdlstm", "ptb", "smoke")  # all dropouts on: RNG state matters
+    tc = preset.train.replace(epochs=2, max_tokens=6_000)
+    valid = ptb.valid[:1000]
+    straight = dualrnn.build_model(preset, ptb.vocab_size, seed=5)
+    r1 = train.train(straight, ptb.train, valid, tc, verbose=0)
+
+    ckpt = str(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train.train(dualrnn.build_model(preset, ptb.vocab_size, seed=5), ptb.train, valid, tc,
+                    checkpoint_dir=ckpt, checkpoint_every=0, callbacks=[InterruptWithin(1, 2)],
+                    verbose=0)
+    state, _ = train.read_best(ckpt)
+    assert state["epoch"] == 1 and state["window"] == 3     # windows 0..2 of epoch 2 done
+    resumed = dualrnn.build_model(preset, ptb.vocab_size, seed=99)  # fresh process, other init
+    r2 = train.train(resumed, ptb.train, valid, tc, checkpoint_dir=ckpt, verbose=0)
+    assert (r2.resumed_from, r2.resumed_window, r2.epochs) == (1, 3, 2)
+    for a, b in zip(straight.trainable_weights, resumed.trainable_weights):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b),
+                                   rtol=1e-5, atol=1e-6)
+    # the resumed epoch's training loss is over all its windows (the saved sums restored)
+    for k in ("train_loss", "train_ppl", "valid_ppl"):
+        np.testing.assert_allclose([h[k] for h in r2.history], [h[k] for h in r1.history],
+                                   rtol=1e-5)
+    assert "window" not in train.read_best(ckpt)[0]       # the epoch's end cleared it
+
+    # without checkpoints within epochs, the same kill loses the epoch: it restarts
+    other = str(tmp_path / "epochs_only")
+    with pytest.raises(KeyboardInterrupt):
+        train.train(dualrnn.build_model(preset, ptb.vocab_size, seed=5), ptb.train, valid, tc,
+                    checkpoint_dir=other, checkpoint_every=None,
+                    callbacks=[InterruptWithin(1, 2)], verbose=0)
+    assert "window" not in train.read_best(other)[0]
+
+
+def test_checkpoint_every_is_validated(ptb):
+    model = dualrnn.build_model(presets.table1("lstm", "ptb", "smoke"), ptb.vocab_size)
+    with pytest.raises(ValueError, match="checkpoint_every=-1"):
+        train.train(model, ptb.train, ptb.valid[:500], TrainConfig(epochs=1),
+                    checkpoint_every=-1)
+
+
 def test_checkpoint_of_another_model_is_refused(ptb, tmp_path):
     p = presets.table1("lstm", "ptb", "smoke")
     tc = p.train.replace(epochs=1, max_tokens=2_000)
