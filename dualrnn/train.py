@@ -360,21 +360,21 @@ def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_siz
 
     ``config`` gives epochs, batch size, window, the optimizer (``PaperNadam`` by default; or
     SGD) with its learning rate and ``beta_1``, the plateau schedule (``lr_decay``,
-    ``stop_after_decays``: ``PlateauSchedule``), the loss normalisation, optional per-variable or
-    global gradient clipping, the training-split
-    truncation, whether the state is carried between windows (``carry_state``) and the seed of
-    the dropout masks (``seed``: a fresh run seeds every dropout generator from it). Validation perplexity uses
+    ``stop_after_decays``: ``PlateauSchedule``), the loss normalisation, optional per-variable
+    or global gradient clipping, the training-split truncation, whether the state is carried
+    between windows (``carry_state``) and the seed of the dropout masks (``seed``: a fresh run
+    seeds every dropout generator from it). Validation perplexity uses
     ``eval_batch_size``/``eval_seq_len`` (default: the training ones). With ``checkpoint_dir`` a
     checkpoint is written after every epoch, and within an epoch every ``checkpoint_every``
     seconds (None: only after epochs); a rerun resumes from it, at the window after a checkpoint
-    written within an epoch, and ends as an uninterrupted run would (the same weights), also with
-    a larger ``config.epochs`` (training on); a checkpoint of another model or training
-    configuration is refused. ``optimizer="nt_asgd"``: see ``NonMonotoneTrigger`` (validation, the best weights and
-    the final model are the averaged weights once averaging is on; the average resumes exactly).
-    ``init_from`` (a checkpoint or its folder) starts a fresh run from that run's best weights
-    (AWD-LSTM's fine-tuning: ``TrainConfig(optimizer="nt_asgd", finetune=True)``); their
-    validation perplexity is the best to beat (epoch 0). A run that resumes from its own
-    ``checkpoint_dir`` ignores it.
+    written within an epoch, and ends as an uninterrupted run would (the same weights), also
+    with a larger ``config.epochs`` (training on); a checkpoint of another model or training
+    configuration is refused. ``optimizer="nt_asgd"``: see ``NonMonotoneTrigger`` (validation,
+    the best weights and the final model are the averaged weights once averaging is on; the
+    average resumes exactly). ``init_from`` (a checkpoint or its folder) starts a fresh run from
+    that run's best weights (AWD-LSTM's fine-tuning: ``TrainConfig(optimizer="nt_asgd",
+    finetune=True)``); their validation perplexity is the best to beat (epoch 0). A run that
+    resumes from its own ``checkpoint_dir`` ignores it.
     """
     config = config.validate()
     if checkpoint_every is not None and not checkpoint_every >= 0:
