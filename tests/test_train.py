@@ -40,14 +40,18 @@ class Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt("simulated kill after the first epoch's checkpoint")
 
 
-@pytest.mark.once
-def test_resume_after_interruption_matches_uninterrupted_run(ptb, tmp_path):
+def straight_run(ptb):
+    """The uninterrupted two-epoch run that the resume tests must reproduce."""
     preset = presets.table1("dual_mdlstm", "ptb", "smoke")  # all dropouts on: RNG state matters
     tc = preset.train.replace(epochs=2, max_tokens=6_000)
     valid = ptb.valid[:1000]
-
     straight = dualrnn.build_model(preset, ptb.vocab_size, seed=5)
-    r1 = train.train(straight, ptb.train, valid, tc, verbose=0)
+    return preset, tc, valid, straight, train.train(straight, ptb.train, valid, tc, verbose=0)
+
+
+@pytest.mark.once
+def test_resume_after_interruption_matches_uninterrupted_run(ptb, tmp_path):
+    preset, tc, valid, straight, r1 = straight_run(ptb)
 
     resumed = dualrnn.build_model(preset, ptb.vocab_size, seed=5)
     ckpt = str(tmp_path / "run")
@@ -84,11 +88,7 @@ class InterruptWithin(keras.callbacks.Callback):
 
 
 def test_resume_within_an_epoch_matches_uninterrupted_run(ptb, tmp_path):
-    preset = presets.table1("dual_mdlstm", "ptb", "smoke")  # all dropouts on: RNG state matters
-    tc = preset.train.replace(epochs=2, max_tokens=6_000)
-    valid = ptb.valid[:1000]
-    straight = dualrnn.build_model(preset, ptb.vocab_size, seed=5)
-    r1 = train.train(straight, ptb.train, valid, tc, verbose=0)
+    preset, tc, valid, straight, r1 = straight_run(ptb)
 
     ckpt = str(tmp_path / "run")
     with pytest.raises(KeyboardInterrupt):
