@@ -72,7 +72,7 @@ def in_range(lo, hi, kind=float, what="the paper's range"):
         except ValueError:
             noun = "an integer" if kind is int else "a number"
             raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
-        if hi is None and v < lo:
+        if hi is None and not v >= lo:                 # NaN too
             raise argparse.ArgumentTypeError(f"{v} must be at least {lo}")
         if hi is not None and not lo <= v <= hi:
             raise argparse.ArgumentTypeError(f"{v} is outside {what} [{lo}, {hi}]")
@@ -82,9 +82,13 @@ def in_range(lo, hi, kind=float, what="the paper's range"):
 
 
 def add_run_flags(parser, root):
-    """The flags every experiment script shares: --out, --runs, --backend, --seed, --quiet."""
+    """The flags every experiment script shares: --out, --runs, --checkpoint-minutes, --backend,
+    --seed, --quiet."""
     parser.add_argument("--out", default=os.path.join(root, "results"), help="CSV/plot folder")
     parser.add_argument("--runs", default=os.path.join(root, "runs"), help="checkpoint folder")
+    parser.add_argument("--checkpoint-minutes", type=in_range(0, None, float, ">= 0"),
+                        default=10.0, help="also checkpoint within an epoch this often (a "
+                        "rerun resumes at the next window; default 10)")
     parser.add_argument("--backend", choices=["tensorflow", "jax"], default=None,
                         help="Keras backend (default: $KERAS_BACKEND or tensorflow)")
     parser.add_argument("--seed", type=int, default=0)

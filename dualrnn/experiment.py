@@ -66,7 +66,7 @@ def protocol_departures(preset, best, space, reduced=False):
 
 
 def run_preset(preset, corpus, run_dir=None, dyneval_search=None, seed=0, verbose=1,
-               dynamic=True):
+               dynamic=True, checkpoint_every=600.0):
     """Train ``preset`` on ``corpus`` (resuming from ``run_dir``), then measure perplexities.
 
     Static perplexity is measured under both evaluation protocols (``"carry"``: state carried
@@ -79,14 +79,16 @@ def run_preset(preset, corpus, run_dir=None, dyneval_search=None, seed=0, verbos
     initial weights (the dropout masks follow ``preset.train.seed``). Returns ``(row, history,
     model, trials)``: the measurements (chosen dynamic-evaluation values included), the
     per-epoch history and every dynamic-evaluation trial. ``dynamic=False`` skips dynamic
-    evaluation (no ``dyn_*`` fields, no trials).
+    evaluation (no ``dyn_*`` fields, no trials). ``checkpoint_every``: seconds between
+    checkpoints within an epoch (``train``).
     """
     model = build_model(preset.model, corpus.vocab_size, seed=seed)
     ev = preset.eval
     valid = _truncate(corpus.valid, ev.max_tokens)
     test = _truncate(corpus.test, ev.max_tokens)
     result = train(model, corpus.train, valid, preset.train, eval_batch_size=ev.batch_size,
-                   eval_seq_len=ev.seq_len, checkpoint_dir=run_dir, verbose=verbose)
+                   eval_seq_len=ev.seq_len, checkpoint_dir=run_dir, verbose=verbose,
+                   checkpoint_every=checkpoint_every)
     t0 = time.time()
     row = {"params": count_params(model), "epochs": result.epochs,
            "best_epoch": result.best_epoch, "lr_decays": result.lr_decays, "train_seconds": round(result.wall_time, 1),
@@ -166,13 +168,14 @@ def time_training(preset, corpus, steps=20, warmup=3, seed=0):
 
 
 def run_awd(preset, corpus, run_dir, finetune=True, cache=True, cache_grid=None, seed=0,
-            verbose=1):
+            verbose=1, checkpoint_every=600.0):
     """One row of AWD-LSTM's protocol (sec. 5-6): train ``preset`` (NT-ASGD) under
     ``run_dir/train``, fine-tune from its best (averaged) weights under ``run_dir/finetune``
     (``presets.awd_finetune``; skipped with ``finetune=False``), then measure perplexity as the
     authors' code does (state carried; validation at ``preset.eval.batch_size``, test at batch
     1) and, with ``cache``, the neural cache searched on validation (``cache.search`` over
-    ``cache_grid``, a dict of its keyword arguments) and applied to test. Both stages resume.
+    ``cache_grid``, a dict of its keyword arguments) and applied to test. Both stages resume
+    (checkpoints within an epoch every ``checkpoint_every`` seconds).
     Returns ``(row, history, model)``; ``history`` rows carry their ``stage``."""
     import os
 
@@ -182,7 +185,8 @@ def run_awd(preset, corpus, run_dir, finetune=True, cache=True, cache_grid=None,
     valid = _truncate(corpus.valid, ev.max_tokens)
     test = _truncate(corpus.test, ev.max_tokens)
     model = build_model(preset.model, corpus.vocab_size, seed=seed)
-    common = dict(eval_batch_size=ev.batch_size, eval_seq_len=ev.seq_len, verbose=verbose)
+    common = dict(eval_batch_size=ev.batch_size, eval_seq_len=ev.seq_len, verbose=verbose,
+                  checkpoint_every=checkpoint_every)
     first = os.path.join(run_dir, "train")
     stages = [("train", train(model, corpus.train, valid, preset.train, checkpoint_dir=first,
                               **common))]

@@ -133,7 +133,8 @@ def main(argv=None):
         t0 = time.time()
         row, hist, _ = run_awd(preset, corpus,
                                os.path.join(args.runs, os.path.basename(stem), name),
-                               cache=False, seed=args.seed, verbose=0 if args.quiet else 2)
+                               cache=False, seed=args.seed, verbose=0 if args.quiet else 2,
+                               checkpoint_every=args.checkpoint_minutes * 60)
         command = (f"experiments/awd_gru_bilstm.py --dataset {args.dataset} --scale "
                    f"{args.scale} --models {name} --seed {args.seed}"
                    + _cli.bound_command(args))

@@ -106,7 +106,7 @@ def main(argv=None):
             preset, corpus, os.path.join(args.runs, os.path.basename(stem), name),
             finetune=ablation != "fine_tuning", cache=main_row and not args.no_cache,
             cache_grid=SMOKE_CACHE if args.scale == "smoke" else None, seed=args.seed,
-            verbose=0 if args.quiet else 2)
+            verbose=0 if args.quiet else 2, checkpoint_every=args.checkpoint_minutes * 60)
         command = (f"experiments/awd_lstm.py --dataset {args.dataset} --scale {args.scale} "
                    f"--variant {args.variant} --seed {args.seed}"
                    + _cli.bound_command(args)

@@ -155,7 +155,8 @@ def main(argv=None):
         t0 = time.time()
         row, hist, _, _ = run_preset(preset, corpus, run_dir=run_dir(args, name, preset),
                                      seed=args.seed, verbose=0 if args.quiet else 2,
-                                     dynamic=False)
+                                     dynamic=False,
+                                     checkpoint_every=args.checkpoint_minutes * 60)
         command = (base_command(args) + f" --seed {args.seed}"
                    + (f" --stop-after-decays {args.stop_after_decays}"
                       if args.stop_after_decays else ""))

@@ -108,7 +108,7 @@ def main(argv=None):
         row, hist, _, trials = run_preset(
             preset, corpus, run_dir=os.path.join(args.runs, os.path.basename(stem), name),
             dyneval_search=presets.DYNEVAL_SEARCH[args.dyneval_grid or args.scale], seed=args.seed,
-            verbose=verbose)
+            verbose=verbose, checkpoint_every=args.checkpoint_minutes * 60)
         pp = paper[name]
         command = (f"experiments/table1.py --dataset {args.dataset} --scale {args.scale} "
                    f"--seed {args.seed}" + (f" --preset {os.path.basename(args.preset)}"

@@ -65,7 +65,8 @@ def main(argv=None):
     model = build_model(preset, corpus.vocab_size, seed=args.seed)
     run_dir = os.path.join(args.runs, os.path.basename(stem), preset.name)
     result = train(model, corpus.train, valid, preset.train, eval_batch_size=ev.batch_size,
-                   eval_seq_len=ev.seq_len, verbose=verbose, checkpoint_dir=run_dir)
+                   eval_seq_len=ev.seq_len, verbose=verbose, checkpoint_dir=run_dir,
+                   checkpoint_every=args.checkpoint_minutes * 60)
 
     s, t, vppl, trials = evaluate.search(model, valid, ev.batch_size, grid["seq_lens"],
                                          grid["temperatures"], protocol="windows")

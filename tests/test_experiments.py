@@ -62,7 +62,9 @@ def test_table1_smoke_end_to_end_and_resume(tmp_path):
     (["--models", "lstm,gru"], "gru"), (["--eval-seq-len", "80"], "[5, 70]"),
     (["--temperature", "1.5"], "[0.9, 1.3]"), (["--preset", "/nonexistent.json"], "does not exist"),
     (["--preset", "BAD_PRESET"], "unknown ModelConfig fields ['widths']"),
-    (["--preset", "GOOD_PRESET", "--dataset", "wikitext-2"], "is for ptb")])
+    (["--preset", "GOOD_PRESET", "--dataset", "wikitext-2"], "is for ptb"),
+    (["--checkpoint-minutes", "-1"], "must be at least 0"),
+    (["--checkpoint-minutes", "nan"], "must be at least 0")])
 def test_table1_bad_input(args, needle, tmp_path):
     out = str(tmp_path / "out")
     from dualrnn import presets
@@ -358,7 +360,8 @@ def test_awd_lstm_smoke_end_to_end_and_resume(tmp_path):
     (AWD_GRU, ["--models", "gru,gru_7"], "gru_7"),
     (AWD_GRU, ["--scale", "huge"], "huge"),
     (AWD, ["--max-epochs", "0"], "at least 1"),
-    (AWD_GRU, ["--bptt-bucket", "71"], "[1, 70]")])
+    (AWD_GRU, ["--bptt-bucket", "71"], "[1, 70]"),
+    (AWD, ["--checkpoint-minutes", "x"], "'x' is not a number")])
 def test_awd_scripts_bad_input(script, args, needle, tmp_path):
     out = str(tmp_path / "out")
     r = run(script, *args, "--out", out, timeout=120)
@@ -379,3 +382,29 @@ def test_awd_gru_smoke_and_the_leak(tmp_path):
     assert "assert_causal: the logits at position 0 change" in r.stdout
     leak = float(r.stdout.split("validation ")[1].split(".")[0])
     assert leak < float(row["valid_ppl"]) / 2            # the biLSTM's impossible perplexity
+
+
+class _Reached(Exception):
+    pass
+
+
+@pytest.mark.parametrize("script,runner", [("table1", "run_preset"), ("awd_lstm", "run_awd")])
+def test_checkpoint_minutes_reaches_training(script, runner, monkeypatch, tmp_path):
+    """``--checkpoint-minutes`` is what the run's ``train`` calls get, in seconds."""
+    import importlib
+
+    from dualrnn import experiment
+
+    seen = {}
+
+    def record(*args, **kwargs):
+        seen.update(kwargs)
+        raise _Reached
+
+    monkeypatch.setattr(experiment, runner, record)
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "experiments"))
+    main = importlib.import_module(script).main
+    with pytest.raises(_Reached):
+        main(["--scale", "smoke", "--checkpoint-minutes", "2.5", "--out", str(tmp_path / "out"),
+              "--runs", str(tmp_path / "runs"), "--quiet"])
+    assert seen["checkpoint_every"] == 150.0
