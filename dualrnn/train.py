@@ -88,8 +88,9 @@ class _Checkpointer(keras.callbacks.Callback):
         self.last_save = time.time()
 
     def on_train_batch_end(self, batch, logs=None):
+        steps = self.params.get("steps")
         if (not self.path or self.every is None or time.time() - self.last_save < self.every
-                or batch + 1 >= self.params["steps"]):     # the epoch's end writes its own
+                or (steps is not None and batch + 1 >= steps)):   # the epoch's end writes its own
             return
         if keras.backend.backend() == "jax":
             self.stream.jax_state_sync()   # JAX's fit keeps the live values outside variables
