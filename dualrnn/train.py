@@ -233,7 +233,8 @@ def _fit_epochs(stream, streams, config, state, schedule, fit, checkpointer):
     if start:                       # the rest of the interrupted epoch, then the others
         epoch = state["epoch"]
         stream.fit(seq.after(start), epochs=epoch + 1, initial_epoch=epoch, **fit)
-        if state.get("stopped") or (schedule and schedule.finished(state)):
+        if (state.get("stopped") or (schedule and schedule.finished(state))
+                or state["epoch"] >= config.epochs):
             return
     stream.fit(seq, epochs=config.epochs, initial_epoch=state["epoch"], **fit)
 
