@@ -193,13 +193,13 @@ class WindowSequence(keras.utils.PyDataset):
 
 class VariableWindowSequence(WindowSequence):
     """Windows ``((ids, reset), targets)`` of ``streams`` at the given ``(start, width, ...)``
-    spans (``data.variable_windows``: AWD-LSTM's variable BPTT), in order; the window ``first``
-    (None: none; with ``reset_every``, every window) starts from the zero state."""
+    spans (``data.variable_windows``: AWD-LSTM's variable BPTT), in order; the first window (or,
+    with ``reset_every``, every window) starts from the zero state."""
 
-    def __init__(self, streams, spans, reset_every=False, first=0):
+    def __init__(self, streams, spans, reset_every=False):
         keras.utils.PyDataset.__init__(self)
         self._setup(streams, [(streams[:, s:s + w], streams[:, s + 1:s + w + 1])
-                              for s, w, *_ in spans], first, reset_every)
+                              for s, w, *_ in spans], 0, reset_every)
 
     def fit_input(self):
         """What ``fit`` takes: this sequence, or on TensorFlow a ``tf.data.Dataset`` with the

@@ -75,7 +75,6 @@ class _Checkpointer(keras.callbacks.Callback):
         self.eval_batch_size, self.eval_seq_len = eval_batch_size, eval_seq_len
         self.path, self.state, self.best, self.verbose = path, state, best, verbose
         self.every = every
-        self.offset = 0                  # windows of this epoch done before this fit call
         self.restore_metrics = None      # metric values to resume the epoch with
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -94,14 +93,14 @@ class _Checkpointer(keras.callbacks.Callback):
             return
         if keras.backend.backend() == "jax":
             self.stream.jax_state_sync()   # JAX's fit keeps the live values outside variables
-        st = dict(self.state, window=self.offset + batch + 1,
+        # state["window"]: the windows a resumed epoch had done before this fit call
+        st = dict(self.state, window=self.state.get("window", 0) + batch + 1,
                   epoch_seconds=time.time() - self.t0)
         save_checkpoint(self.path, self.stream, st, self.best,
                         metrics=_to_numpy(self.stream.metrics_variables))
         self.last_save = time.time()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.offset = 0
         self.state.pop("window", None)
         self.state.pop("epoch_seconds", None)
         loss, nll = float(logs["loss"]), float(logs["nll"])
@@ -221,11 +220,17 @@ def epoch_windows(streams, config, epoch):
                             bucket=config.bptt_bucket)
 
 
-def _fit_epochs(stream, streams, config, state, schedule, fit, checkpointer):
+def _finished(state, config, schedule):
+    """Whether training is over: all epochs done, stopped by NT-ASGD's fine-tuning rule, or the
+    schedule's last decay reached."""
+    return (state["epoch"] >= config.epochs or bool(state.get("stopped"))
+            or bool(schedule and schedule.finished(state)))
+
+
+def _fit_epochs(stream, streams, config, state, schedule, fit):
     """Run the epochs from ``state["epoch"]`` on, the first from window ``state["window"]``
     (a checkpoint written within it) or from its beginning."""
     start = state.get("window", 0)
-    checkpointer.offset = start
     if config.variable_bptt:
         _fit_variable_bptt(stream, streams, config, state, schedule, fit, start)
         return
@@ -233,8 +238,7 @@ def _fit_epochs(stream, streams, config, state, schedule, fit, checkpointer):
     if start:                       # the rest of the interrupted epoch, then the others
         epoch = state["epoch"]
         stream.fit(seq.after(start), epochs=epoch + 1, initial_epoch=epoch, **fit)
-        if (state.get("stopped") or (schedule and schedule.finished(state))
-                or state["epoch"] >= config.epochs):
+        if _finished(state, config, schedule):
             return
     stream.fit(seq, epochs=config.epochs, initial_epoch=state["epoch"], **fit)
 
@@ -244,13 +248,12 @@ def _fit_variable_bptt(stream, streams, config, state, schedule, fit, start=0):
     optimizer's per-step factors scale each window's rate by its drawn length / seq_len. The
     first epoch starts at window ``start``."""
     for epoch in range(state["epoch"], config.epochs):
-        spans = epoch_windows(streams, config, epoch)[start:]
-        stream.optimizer.set_step_factors([f for _, _, f in spans])
-        seq = VariableWindowSequence(streams, spans, reset_every=not config.carry_state,
-                                     first=0 if start == 0 else None)
-        start = 0
+        spans = epoch_windows(streams, config, epoch)
+        stream.optimizer.set_step_factors([f for _, _, f in spans[start:]])
+        seq = VariableWindowSequence(streams, spans, reset_every=not config.carry_state)
+        seq, start = (seq.after(start) if start else seq), 0
         stream.fit(seq.fit_input(), epochs=epoch + 1, initial_epoch=epoch, **fit)
-        if state.get("stopped") or (schedule and schedule.finished(state)):
+        if _finished(state, config, schedule):
             break
 
 
@@ -433,15 +436,14 @@ def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_siz
     schedule = make_schedule(config)
     trigger = (NonMonotoneTrigger(config.nonmono, config.finetune)
                if config.optimizer == "nt_asgd" else None)
-    if (state["epoch"] < config.epochs and not (schedule and schedule.finished(state))
-            and not state.get("stopped")):
+    if not _finished(state, config, schedule):
         checkpointer = _Checkpointer(model, stream, valid_tokens, eval_batch_size, eval_seq_len,
                                      path, state, best, verbose, schedule, trigger,
                                      every=checkpoint_every)
         checkpointer.restore_metrics = metrics or None
         fit = dict(shuffle=False, callbacks=[checkpointer, *callbacks],
                    verbose=verbose if verbose == 1 else 0)
-        _fit_epochs(stream, streams, config, state, schedule, fit, checkpointer)
+        _fit_epochs(stream, streams, config, state, schedule, fit)
     for v, a in zip(model.trainable_variables, best):
         v.assign(a)
     return TrainResult(history=state["history"], best_epoch=state["best_epoch"],
