@@ -17,6 +17,9 @@ DROPOUT_FIELDS = ("input_dropout", "recurrent_dropout", "internal_dropout", "out
                   "dual_input_dropout", "dual_output_dropout", "mogrifier_dropout",
                   "weight_dropout", "embedding_dropout")
 WEIGHT_DROP_CELLS = ("weight_drop_lstm", "weight_drop_gru")
+# The cells ``dualrnn.layers.registry`` registers itself (a test keeps the two equal). Validating
+# a config against these needs no Keras, so a script's bad input fails before TensorFlow loads.
+BUILTIN_CELLS = ("lstm", "mogrifier", "scrn") + WEIGHT_DROP_CELLS
 INIT_SCHEMES = ("keras", "pytorch")
 # AWD-LSTM sec. 4.6: activation regularisation (AR, alpha) and temporal AR (TAR, beta).
 ACTIVATION_FIELDS = ("activation_regularization", "temporal_activation_regularization")
@@ -236,10 +239,12 @@ class ModelConfig:
         return self
 
     def _validate_cell(self):
-        from dualrnn.layers import registry
+        if self.cell is not None and self.cell not in BUILTIN_CELLS:
+            from dualrnn.layers import registry      # a user's cell: registered, so Keras is loaded
 
-        if self.cell is not None and self.cell not in registry.cell_names():
-            _fail("cell", self.cell, f"None or one of the registered cells {registry.cell_names()}")
+            if self.cell not in registry.cell_names():
+                _fail("cell", self.cell,
+                      f"None or one of the registered cells {registry.cell_names()}")
         name = self.cell_name
         if name != "mogrifier" and self.mogrifier_rounds:
             _fail("mogrifier_rounds", self.mogrifier_rounds, f"0 with cell={name!r}")

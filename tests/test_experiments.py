@@ -249,13 +249,23 @@ def test_scrn_lstm_row_and_table7_smoke(args, csv, model, paper_test, extra, tmp
     assert ("lstm_vd_wt_inan2017" in row["departures"]) == (model == "lstm_vd_wt")
 
 
-def test_import_dualrnn_loads_keras_only_when_needed():
+def test_import_dualrnn_loads_keras_only_when_needed(tmp_path):
+    # validating configs (every preset, a preset file) needs no Keras either, so a script's bad
+    # input fails before TensorFlow loads (TF prints import-time lines on some CPUs)
     code = ("import sys, dualrnn; from dualrnn import cli, configs, presets; "
+            "ps = [presets.table1(n, 'ptb', 'smoke') for n in presets.TABLE1_NAMES] "
+            "+ [presets.scrn_table2(40, 10), presets.scrn_stacked('scrn_vd_wt'), "
+            "presets.awd_lstm(), presets.table2()]; "
+            "presets.save_preset(ps[1], sys.argv[1]); presets.load_preset(sys.argv[1]); "
             "assert 'keras' not in sys.modules; "
             "cli.set_backend(['--backend', 'jax']); dualrnn.build_model; "
             "import keras; assert keras.backend.backend() == 'jax'; "
             "assert dualrnn.layers.SCRNCell and dualrnn.count_params")
-    r = run("-c", code, timeout=300)
+    r = run("-c", code, str(tmp_path / "p.json"), timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    # configs.BUILTIN_CELLS (checked without Keras) are exactly the cells the registry registers
+    r = run("-c", "from dualrnn.configs import BUILTIN_CELLS; from dualrnn.layers import registry; "
+                  "assert registry.cell_names() == BUILTIN_CELLS, registry.cell_names()", timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     # with Keras already imported, a plain `import dualrnn` registers the layers for load_model
     code = ("import keras, dualrnn; "
