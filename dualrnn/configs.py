@@ -318,7 +318,10 @@ class TrainConfig:
     ``optimizer``: ``"paper_nadam"`` (``dualrnn.optimizers.PaperNadam``: the tf.keras 2 Nadam the
     paper used) or ``"nadam"`` (Keras 3's). ``carry_state``: carry the recurrent state from one
     window to the next (truncated BPTT over contiguous streams) or start every window from the
-    zero state (what a plain, non-stateful Keras ``fit`` over windows does). ``seed`` seeds every
+    zero state (what a plain, non-stateful Keras ``fit`` over windows does).
+    ``shuffle_windows`` (with ``carry_state=False``): each epoch trains its windows in a random
+    order drawn from ``(seed, epoch)``, as ``fit(shuffle=True)`` over windows would (the paper
+    says neither; default False: corpus order). ``seed`` seeds every
     dropout mask drawn in training (the initial weights are seeded by ``build_model(seed=...)``).
 
     ``optimizer="sgd"``: plain stochastic gradient descent (the SCRN paper's). ``lr_decay``: the
@@ -369,6 +372,7 @@ class TrainConfig:
     weight_decay: float = 0.0         # AWD-LSTM: 1.2e-6 (Keras's weight_decay; see make_optimizer)
     variable_bptt: bool = False       # AWD-LSTM sec. 4.1: windows of random length around seq_len
     bptt_bucket: int = 1              # variable BPTT: lengths rounded to a multiple (1: exact)
+    shuffle_windows: bool = False     # with carry_state=False: each epoch's windows in random order
 
     def validate(self) -> "TrainConfig":
         _check_int("epochs", self.epochs)
@@ -387,6 +391,14 @@ class TrainConfig:
             _fail("optimizer", self.optimizer, f"one of {OPTIMIZERS}")
         if not isinstance(self.carry_state, bool):
             _fail("carry_state", self.carry_state, "True or False")
+        if not isinstance(self.shuffle_windows, bool):
+            _fail("shuffle_windows", self.shuffle_windows, "True or False")
+        if self.shuffle_windows and self.carry_state:
+            _fail("shuffle_windows", self.shuffle_windows, "False with carry_state=True (a state "
+                  "carried from window to window needs them in corpus order)")
+        if self.shuffle_windows and self.variable_bptt:
+            _fail("shuffle_windows", self.shuffle_windows, "False with variable_bptt=True "
+                  "(AWD-LSTM's windows are drawn in corpus order)")
         if self.global_clipnorm is not None and not (
                 isinstance(self.global_clipnorm, (int, float)) and self.global_clipnorm > 0):
             _fail("global_clipnorm", self.global_clipnorm, "None or a positive number")

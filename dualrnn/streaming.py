@@ -171,16 +171,28 @@ class WindowSequence(keras.utils.PyDataset):
         self._reset = np.ones((streams.shape[0],), "float32")
         self._keep = np.zeros((streams.shape[0],), "float32")
 
+    def _copy(self, items, first, reset_every):
+        out = WindowSequence.__new__(type(self))
+        keras.utils.PyDataset.__init__(out)
+        out._setup(self.streams, items, first, reset_every)
+        return out
+
     def after(self, k):
         """The same windows from the ``k``-th on (a resumed epoch): a copy whose first window
         starts from the zero state only if it did here (or with ``reset_every``)."""
         if not 0 <= k < len(self.items):
             raise ValueError(f"window {k} is not one of this sequence's {len(self.items)}")
-        rest = WindowSequence.__new__(type(self))
-        keras.utils.PyDataset.__init__(rest)
         first = None if self.first is None or self.first < k else self.first - k
-        rest._setup(self.streams, self.items[k:], first, self.reset_every)
-        return rest
+        return self._copy(self.items[k:], first, self.reset_every)
+
+    def permuted(self, order):
+        """The same windows in ``order`` (a permutation of their indices), every one from the
+        zero state: a state cannot be carried between windows that are not adjacent."""
+        order = [int(i) for i in order]
+        if sorted(order) != list(range(len(self.items))):
+            raise ValueError(f"order must be a permutation of range({len(self.items)}), "
+                             f"got {order[:8]}{' ...' if len(order) > 8 else ''}")
+        return self._copy([self.items[i] for i in order], None, True)
 
     def __len__(self):
         return len(self.items)

@@ -220,6 +220,12 @@ def epoch_windows(streams, config, epoch):
                             bucket=config.bptt_bucket)
 
 
+def epoch_order(n, config, epoch):
+    """The order of ``n`` windows in ``epoch`` (0-based) with ``shuffle_windows``: a permutation
+    drawn from ``(config.seed, epoch)``, so a resumed run draws the same."""
+    return np.random.default_rng([config.seed, epoch, 1]).permutation(n)
+
+
 def _finished(state, config, schedule):
     """Whether training is over: all epochs done, stopped by NT-ASGD's fine-tuning rule, or the
     schedule's last decay reached."""
@@ -231,8 +237,8 @@ def _fit_epochs(stream, streams, config, state, schedule, fit):
     """Run the epochs from ``state["epoch"]`` on, the first from window ``state["window"]``
     (a checkpoint written within it) or from its beginning."""
     start = state.get("window", 0)
-    if config.variable_bptt:
-        _fit_variable_bptt(stream, streams, config, state, schedule, fit, start)
+    if config.variable_bptt or config.shuffle_windows:
+        _fit_each_epoch(stream, streams, config, state, schedule, fit, start)
         return
     seq = WindowSequence(streams, config.seq_len, reset_every=not config.carry_state)
     if start:                       # the rest of the interrupted epoch, then the others
@@ -243,16 +249,22 @@ def _fit_epochs(stream, streams, config, state, schedule, fit):
     stream.fit(seq, epochs=config.epochs, initial_epoch=state["epoch"], **fit)
 
 
-def _fit_variable_bptt(stream, streams, config, state, schedule, fit, start=0):
-    """One ``fit`` call per epoch (each epoch has its own number and lengths of windows); the
-    optimizer's per-step factors scale each window's rate by its drawn length / seq_len. The
-    first epoch starts at window ``start``."""
+def _fit_each_epoch(stream, streams, config, state, schedule, fit, start=0):
+    """One ``fit`` call per epoch, for epochs with windows of their own: variable BPTT's drawn
+    windows (the optimizer's per-step factors scale each window's rate by its drawn length /
+    seq_len) or the fixed windows in the epoch's shuffled order. The first epoch starts at
+    window ``start``."""
     for epoch in range(state["epoch"], config.epochs):
-        spans = epoch_windows(streams, config, epoch)
-        stream.optimizer.set_step_factors([f for _, _, f in spans[start:]])
-        seq = VariableWindowSequence(streams, spans, reset_every=not config.carry_state)
+        if config.variable_bptt:
+            spans = epoch_windows(streams, config, epoch)
+            stream.optimizer.set_step_factors([f for _, _, f in spans[start:]])
+            seq = VariableWindowSequence(streams, spans, reset_every=not config.carry_state)
+        else:
+            seq = WindowSequence(streams, config.seq_len, reset_every=True)
+            seq = seq.permuted(epoch_order(len(seq), config, epoch))
         seq, start = (seq.after(start) if start else seq), 0
-        stream.fit(seq.fit_input(), epochs=epoch + 1, initial_epoch=epoch, **fit)
+        stream.fit(seq.fit_input() if config.variable_bptt else seq, epochs=epoch + 1,
+                   initial_epoch=epoch, **fit)
         if _finished(state, config, schedule):
             break
 

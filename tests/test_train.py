@@ -40,10 +40,10 @@ class Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt("simulated kill after the first epoch's checkpoint")
 
 
-def straight_run(ptb):
+def straight_run(ptb, **train_fields):
     """The uninterrupted two-epoch run that the resume tests must reproduce."""
     preset = presets.table1("dual_mdlstm", "ptb", "smoke")  # all dropouts on: RNG state matters
-    tc = preset.train.replace(epochs=2, max_tokens=6_000)
+    tc = preset.train.replace(epochs=2, max_tokens=6_000, **train_fields)
     valid = ptb.valid[:1000]
     straight = dualrnn.build_model(preset, ptb.vocab_size, seed=5)
     return preset, tc, valid, straight, train.train(straight, ptb.train, valid, tc, verbose=0)
@@ -87,8 +87,10 @@ class InterruptWithin(keras.callbacks.Callback):
             raise KeyboardInterrupt("simulated kill within an epoch")
 
 
-def test_resume_within_an_epoch_matches_uninterrupted_run(ptb, tmp_path):
-    preset, tc, valid, straight, r1 = straight_run(ptb)
+@pytest.mark.parametrize("fields", [{}, dict(carry_state=False, shuffle_windows=True)],
+                         ids=["corpus_order", "shuffled"])
+def test_resume_within_an_epoch_matches_uninterrupted_run(fields, ptb, tmp_path):
+    preset, tc, valid, straight, r1 = straight_run(ptb, **fields)
 
     ckpt = str(tmp_path / "run")
     with pytest.raises(KeyboardInterrupt):
@@ -118,6 +120,73 @@ def test_resume_within_an_epoch_matches_uninterrupted_run(ptb, tmp_path):
     assert "window" not in train.read_best(other)[0]
 
 
+def window_key(ids):
+    return tuple(np.asarray(ids)[0, :6].tolist())     # stream 0's first tokens name a window
+
+
+def test_shuffled_windows_reach_training_in_each_epochs_order(ptb, monkeypatch):
+    """With ``shuffle_windows`` every epoch trains all its windows once, each from the zero
+    state, in the order ``epoch_order`` draws for that epoch (different every epoch)."""
+    from dualrnn.streaming import WindowSequence
+
+    bases, orders, trained = [], {}, []
+    permuted, getitem, order = WindowSequence.permuted, WindowSequence.__getitem__, train.epoch_order
+
+    def spy_permuted(self, o):
+        bases.append([window_key(x) for x, _ in self.items])
+        out = permuted(self, o)
+        out.reads = []                                  # a training sequence, not validation's
+        trained.append(out)
+        return out
+
+    def spy_getitem(self, i):
+        out = getitem(self, i)
+        if hasattr(self, "reads"):
+            self.reads.append((window_key(out[0][0]), float(np.min(out[0][1]))))
+        return out
+
+    def spy_order(n, config, epoch):
+        orders[epoch] = [int(i) for i in order(n, config, epoch)]
+        return orders[epoch]
+
+    monkeypatch.setattr(WindowSequence, "permuted", spy_permuted)
+    monkeypatch.setattr(WindowSequence, "__getitem__", spy_getitem)
+    monkeypatch.setattr(train, "epoch_order", spy_order)
+    cfg = presets.table1("lstm", "ptb", "smoke").model
+    tc = TrainConfig(epochs=2, batch_size=4, seq_len=10, max_tokens=2_000, carry_state=False,
+                     shuffle_windows=True)
+    train.train(dualrnn.build_model(cfg, ptb.vocab_size), ptb.train, ptb.valid[:300], tc, verbose=0)
+    assert sorted(orders) == [0, 1] and len(trained) == 2 and bases[0] == bases[1]
+    n = len(bases[0])
+    assert len(set(bases[0])) == n                        # the keys tell the windows apart
+    assert orders[0] != orders[1] and orders[0] != list(range(n))
+    for e, seq in enumerate(trained):
+        expected = [bases[e][i] for i in orders[e]]
+        keys = [k for k, _ in seq.reads]
+        # all n windows in the epoch's order, after the few a backend reads first for shapes
+        assert keys[-n:] == expected and keys[:-n] == expected[:len(keys) - n]
+        assert all(reset == 1.0 for _, reset in seq.reads)   # every window from the zero state
+    # reproducible from the seed; another seed draws another order
+    assert list(order(n, tc, 1)) == orders[1] != list(order(n, tc.replace(seed=1), 1))
+
+
+def test_window_sequence_permuted():
+    from dualrnn.streaming import WindowSequence
+
+    streams = np.arange(2 * 41).reshape(2, 41)
+    seq = WindowSequence(streams, 10)
+    shuffled = seq.permuted([2, 0, 3, 1])
+    for i, j in enumerate([2, 0, 3, 1]):
+        (x, reset), y = shuffled[i]
+        np.testing.assert_array_equal(x, seq[j][0][0])
+        np.testing.assert_array_equal(y, seq[j][1])
+        assert np.all(reset == 1)
+    assert [seq[i][0][1][0] for i in range(4)] == [1, 0, 0, 0]   # corpus order: carried
+    for bad in ([0, 1, 2], [0, 1, 2, 2], [0, 1, 2, 4]):
+        with pytest.raises(ValueError, match="permutation of range\\(4\\)"):
+            seq.permuted(bad)
+
+
 def test_checkpoint_every_is_validated(ptb):
     model = dualrnn.build_model(presets.table1("lstm", "ptb", "smoke"), ptb.vocab_size)
     with pytest.raises(ValueError, match="checkpoint_every=-1"):
@@ -139,7 +208,14 @@ def test_checkpoint_of_another_model_is_refused(ptb, tmp_path):
 @pytest.mark.parametrize("changes,match", [(dict(epochs=0), "epochs=0"),
                                            (dict(learning_rate=-1.0), "learning_rate=-1.0"),
                                            (dict(clipnorm=0.0), "clipnorm=0.0"),
-                                           (dict(seq_len=0), "seq_len=0")])
+                                           (dict(seq_len=0), "seq_len=0"),
+                                           (dict(shuffle_windows=True),
+                                            "shuffle_windows=True .*carry_state=True"),
+                                           (dict(shuffle_windows=1, carry_state=False),
+                                            "shuffle_windows=1 .*True or False"),
+                                           (dict(shuffle_windows=True, carry_state=False,
+                                                 variable_bptt=True, optimizer="nt_asgd"),
+                                            "shuffle_windows=True .*variable_bptt")])
 def test_bad_train_config(changes, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**changes).validate()
