@@ -31,7 +31,8 @@ def _commit():
 
 
 def device_name():
-    """The accelerator Keras runs on, or the CPU model and core count."""
+    """The accelerator Keras runs on, or the CPU model and core count (with ", AVX-512" where the
+    CPU has it: two CPUs of one model name can differ in it, and speeds with them)."""
     import keras
 
     if keras.backend.backend() == "jax":
@@ -46,16 +47,19 @@ def device_name():
         gpus = tf.config.list_physical_devices("GPU")
         if gpus:
             return f"{tf.config.experimental.get_device_details(gpus[0]).get('device_name', 'GPU')}"
-    cpu = platform.processor() or platform.machine()
+    cpu, flags = None, set()
     try:
-        with open("/proc/cpuinfo") as f:
+        with open("/proc/cpuinfo") as f:               # the first processor's lines
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith("model name") and cpu is None:
                     cpu = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
                     break
     except OSError:
         pass
-    return f"{cpu} ({os.cpu_count()} cores)"
+    cpu = cpu or platform.processor() or platform.machine()
+    return f"{cpu} ({os.cpu_count()} cores{', AVX-512' if 'avx512f' in flags else ''})"
 
 
 def provenance() -> dict:

@@ -223,3 +223,23 @@ def test_result_csvs_are_plain():
         frame = pd.read_csv(path)
         assert len(frame.columns) > 1 and not any(str(c).startswith("Unnamed")
                                                   for c in frame.columns), path
+
+
+@pytest.mark.parametrize("flags,suffix", [("fpu sse2 avx2 fma", ""),
+                                          ("fpu sse2 avx2 avx512f avx512bw", ", AVX-512")])
+def test_cpu_device_name_tells_avx512_apart(flags, suffix, monkeypatch):
+    """Result rows name the CPU by its first processor's model and the core count, and say
+    whether it has AVX-512 (two machines called "AMD EPYC" here differed in it, and in speed)."""
+    import io
+
+    from dualrnn import results
+
+    if " cores" not in results.device_name():
+        pytest.skip("runs on an accelerator: its name, not the CPU's")
+    cpuinfo = "".join(f"processor\t: {i}\nmodel name\t: Some CPU {i}\nflags\t\t: {flags}\n\n"
+                      for i in range(2))
+    real_open = open
+    monkeypatch.setattr(results, "open", lambda path, *a, **k: (
+        io.StringIO(cpuinfo) if path == "/proc/cpuinfo" else real_open(path, *a, **k)),
+        raising=False)
+    assert results.device_name() == f"Some CPU 0 ({os.cpu_count()} cores{suffix})"
