@@ -194,6 +194,10 @@ class WindowSequence(keras.utils.PyDataset):
                              f"got {order[:8]}{' ...' if len(order) > 8 else ''}")
         return self._copy([self.items[i] for i in order], None, True)
 
+    def fit_input(self):
+        """What ``fit`` takes: this sequence (its windows have one length)."""
+        return self
+
     def __len__(self):
         return len(self.items)
 

@@ -263,8 +263,7 @@ def _fit_each_epoch(stream, streams, config, state, schedule, fit, start=0):
             seq = WindowSequence(streams, config.seq_len, reset_every=True)
             seq = seq.permuted(epoch_order(len(seq), config, epoch))
         seq, start = (seq.after(start) if start else seq), 0
-        stream.fit(seq.fit_input() if config.variable_bptt else seq, epochs=epoch + 1,
-                   initial_epoch=epoch, **fit)
+        stream.fit(seq.fit_input(), epochs=epoch + 1, initial_epoch=epoch, **fit)
         if _finished(state, config, schedule):
             break
 
