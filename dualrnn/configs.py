@@ -34,6 +34,11 @@ def _check_int(name, value, minimum=1):
         _fail(name, value, f"an integer >= {minimum}")
 
 
+def _check_bool(name, value):
+    if not isinstance(value, bool):
+        _fail(name, value, "True or False")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """One network: embedding -> recurrent layers -> [dual layer] -> softmax (tied by default).
@@ -221,10 +226,8 @@ class ModelConfig:
                   "False: a bidirectional network reads the word it must predict (its backward "
                   "half has seen it), so its next-word perplexity is a leak, not a result "
                   "(the biLSTM of the AWD-GRU/biLSTM report; dualrnn.checks.assert_causal)")
-        if not isinstance(self.tied, bool):
-            _fail("tied", self.tied, "True or False")
-        if not isinstance(self.output_bias, bool):
-            _fail("output_bias", self.output_bias, "True or False")
+        _check_bool("tied", self.tied)
+        _check_bool("output_bias", self.output_bias)
         if not isinstance(self.init_scale, (int, float)) or not self.init_scale >= 0:
             _fail("init_scale", self.init_scale, "a non-negative number (0: Keras's initialisers)")
         if self.embedding_units == 0 and (self.cell_name != "scrn" or self.tied
@@ -253,8 +256,7 @@ class ModelConfig:
                   f"needs cell='weight_drop_lstm' or 'weight_drop_gru')")
         if self.dropout_masks not in DROPOUT_MASKS:
             _fail("dropout_masks", self.dropout_masks, f"one of {DROPOUT_MASKS}")
-        if not isinstance(self.scrn_drop_context, bool):
-            _fail("scrn_drop_context", self.scrn_drop_context, "True or False")
+        _check_bool("scrn_drop_context", self.scrn_drop_context)
         if (not isinstance(self.sobolev, (int, float)) or isinstance(self.sobolev, bool)
                 or not self.sobolev >= 0):
             _fail("sobolev", self.sobolev, "a non-negative number (0: off)")
@@ -389,10 +391,8 @@ class TrainConfig:
             _check_int("max_tokens", self.max_tokens, 2)
         if self.optimizer not in OPTIMIZERS:
             _fail("optimizer", self.optimizer, f"one of {OPTIMIZERS}")
-        if not isinstance(self.carry_state, bool):
-            _fail("carry_state", self.carry_state, "True or False")
-        if not isinstance(self.shuffle_windows, bool):
-            _fail("shuffle_windows", self.shuffle_windows, "True or False")
+        _check_bool("carry_state", self.carry_state)
+        _check_bool("shuffle_windows", self.shuffle_windows)
         if self.shuffle_windows and self.carry_state:
             _fail("shuffle_windows", self.shuffle_windows, "False with carry_state=True (a state "
                   "carried from window to window needs them in corpus order)")
@@ -419,13 +419,11 @@ class TrainConfig:
         if self.loss not in LOSSES:
             _fail("loss", self.loss, f"one of {LOSSES}")
         _check_int("nonmono", self.nonmono)
-        if not isinstance(self.finetune, bool):
-            _fail("finetune", self.finetune, "True or False")
+        _check_bool("finetune", self.finetune)
         if self.finetune and self.optimizer != "nt_asgd":
             _fail("finetune", self.finetune, f"False with optimizer={self.optimizer!r} (fine-tuning "
                   f"is NT-ASGD's: optimizer='nt_asgd')")
-        if not isinstance(self.variable_bptt, bool):
-            _fail("variable_bptt", self.variable_bptt, "True or False")
+        _check_bool("variable_bptt", self.variable_bptt)
         if self.variable_bptt and self.optimizer != "nt_asgd":
             _fail("variable_bptt", self.variable_bptt, f"False with optimizer={self.optimizer!r} "
                   f"(variable BPTT scales NT-ASGD's per-step rate: optimizer='nt_asgd')")
