@@ -30,9 +30,8 @@ def _commit():
         return "unknown"
 
 
-def device_name():
-    """The accelerator Keras runs on, or the CPU model and core count (with ", AVX-512" where the
-    CPU has it: two CPUs of one model name can differ in it, and speeds with them)."""
+def accelerator_name():
+    """The accelerator Keras runs on, or None on the CPU."""
     import keras
 
     if keras.backend.backend() == "jax":
@@ -47,6 +46,15 @@ def device_name():
         gpus = tf.config.list_physical_devices("GPU")
         if gpus:
             return f"{tf.config.experimental.get_device_details(gpus[0]).get('device_name', 'GPU')}"
+    return None
+
+
+def device_name():
+    """The accelerator Keras runs on, or the CPU model and core count (with ", AVX-512" where the
+    CPU has it: two CPUs of one model name can differ in it, and speeds with them)."""
+    accelerator = accelerator_name()
+    if accelerator:
+        return accelerator
     cpu, flags = None, set()
     try:
         with open("/proc/cpuinfo") as f:               # the first processor's lines

@@ -93,9 +93,9 @@ def gemm_peak(precision, n=None):
     import keras
     import numpy as np
 
-    from dualrnn.results import device_name
+    from dualrnn.results import accelerator_name
 
-    on_gpu = " cores" not in device_name()        # the CPU's name ends "(N cores[, AVX-512])"
+    on_gpu = accelerator_name() is not None
     n = n or (8192 if on_gpu else 2048)
     dtype = "bfloat16" if precision == "mixed_bfloat16" else (
         "float16" if precision == "mixed_float16" else "float32")
