@@ -21,11 +21,14 @@
 #           (keras-tuner's chief and N workers on this one machine, trials in
 #           runs/tuning/ptb_lstm_ers_<scale>_sweep): sizes, batch 32, window 25 and epochs 100
 #           fixed (Table 1, sec. 3.2), PaperNadam, the learning rate drawn log-uniformly from
-#           [1e-4, 1e-3] (SWEEP_LR_LOW; a documented prior inside the grid's [1e-6, 1e-3]), every
+#           [5e-4, 1e-3] (SWEEP_LR_LOW; a documented prior inside the grid's [1e-6, 1e-3]), every
 #           L2 and dropout from appendix Tables 3-4; then the best finished trial is evaluated by
 #           experiments/table1.py --preset (both protocols, dynamic evaluation searched over
 #           DYNEVAL_SEARCH["small"]) from its own checkpoint. SWEEP_SEED picks the oracle's draws:
-#           a later session continues with another seed. The Dual transfer of the best values:
+#           a later session continues with another seed. SWEEP_PROTOCOL (carry, shuffled or both;
+#           default carry) is how training reads the windows (tuning/search.py --train-protocol;
+#           files named sweep_<protocol>_s<seed> unless carry). The Dual transfer of the best values
+#           (with the ERS sweep's SWEEP_PROTOCOL, which names its files):
 #           `sweep-dual N SECONDS FOLDER` with FOLDER the ERS sweep's trials (tuning/search.py
 #           --transfer-from).
 #   AWD-LSTM / AWD-GRU seconds per epoch (issue 13), one call:
@@ -81,6 +84,11 @@ bring_back() {   # what is under $OUT comes back (8 files at most, 2 folders dee
 
 ALL_MODELS=lstm,dual_lstm,dlstm,dual_dlstm,mdlstm,dual_mdlstm
 if [ -n "${GPU_SESSION_SMOKE:-}" ]; then SCALE=smoke BENCH_SIZE=--tiny; else SCALE=full BENCH_SIZE=; fi
+case "${SWEEP_PROTOCOL:-carry}" in     # the sweep's files: sweep_s<seed>, or sweep_<protocol>_s<seed>
+    carry) SWEEP_TAG=sweep_s${SWEEP_SEED:-0} ;;
+    shuffled|both) SWEEP_TAG=sweep_${SWEEP_PROTOCOL}_s${SWEEP_SEED:-0} ;;
+    *) echo "gpu_session.sh: SWEEP_PROTOCOL=$SWEEP_PROTOCOL is not carry, shuffled or both" >&2; exit 2 ;;
+esac
 
 bench() {   # MODELS SECONDS: throughput.py, stopped after SECONDS (the rows so far are kept)
     timeout "$2" $PY experiments/throughput.py --backend jax --models "$1" --out results \
@@ -103,7 +111,7 @@ table1_pair() {   # SECONDS: lstm and dual_lstm side by side, each in its own pr
 
 sweep() {   # ARCH N SECONDS [TRANSFER_FROM]: keras-tuner chief + N workers, then the best's dyneval
     local arch=$1 n=$2 total=$3 from=${4:-} i
-    local dir=runs/tuning/ptb_lstm_${arch}_${SCALE}_sweep_s${SWEEP_SEED:-0}
+    local dir=runs/tuning/ptb_lstm_${arch}_${SCALE}_${SWEEP_TAG}
     local name=lstm; [ "$arch" = dual ] && name=dual_lstm
     local train_s=${SWEEP_TRAIN_S:-$((total * 3 / 4))} t0=$SECONDS
     local args=(--arch "$arch" --recurrent lstm --dataset ptb --tuner random --max-trials "$n"
@@ -112,7 +120,8 @@ sweep() {   # ARCH N SECONDS [TRANSFER_FROM]: keras-tuner chief + N workers, the
         args+=(--transfer-from "$from")
     else
         args+=(--lr-range "${SWEEP_LR_LOW:-5e-4}" 1e-3 --fix batch_size=32 --fix seq_len=25
-               --fix epochs=100 --fix embedding_units=600)
+               --fix epochs=100 --fix embedding_units=600
+               --train-protocol "${SWEEP_PROTOCOL:-carry}")
     fi
     export KERASTUNER_ORACLE_IP=127.0.0.1 KERASTUNER_ORACLE_PORT=${SWEEP_PORT:-8765}
     local pids=()
@@ -131,7 +140,7 @@ sweep() {   # ARCH N SECONDS [TRANSFER_FROM]: keras-tuner chief + N workers, the
     for i in "${pids[@]}"; do wait "$i" || echo "search.py ($i) stopped (exit $?)"; done
     unset KERASTUNER_ORACLE_IP KERASTUNER_ORACLE_PORT
     for f in sweep_chief.log sweep_worker*.log; do echo "--- $f"; tail -n 8 "$f"; done
-    local csv=results/tuning/ptb_lstm_${arch}_${SCALE}_sweep_s${SWEEP_SEED:-0}.csv
+    local csv=results/tuning/ptb_lstm_${arch}_${SCALE}_${SWEEP_TAG}.csv
     $PY tuning/export.py "$dir" --out "$csv" --best > best_sweep.json 2> export.log || true
     cat export.log
     local trial; trial=$(sed -n 's/^best: trial \([^,]*\),.*/\1/p' export.log)
@@ -140,7 +149,7 @@ sweep() {   # ARCH N SECONDS [TRANSFER_FROM]: keras-tuner chief + N workers, the
     # goes straight to the evaluation
     local run=runs/table1_ptb_${SCALE}_best_sweep/$name
     mkdir -p "$run" && cp "$dir/trial_$trial/checkpoint.npz" "$run/"
-    cp best_sweep.json "results/tuning/ptb_lstm_${arch}_${SCALE}_sweep_s${SWEEP_SEED:-0}_best.json"
+    cp best_sweep.json "results/tuning/ptb_lstm_${arch}_${SCALE}_${SWEEP_TAG}_best.json"
     timeout $((total - (SECONDS - t0))) $PY experiments/table1.py --preset best_sweep.json \
         --scale "$SCALE" --dyneval-grid "${SWEEP_DYNEVAL_GRID:-small}" --seed "${SWEEP_SEED:-0}" \
         --backend jax --out results --runs runs || echo "table1.py on the best trial stopped (exit $?)"
@@ -251,16 +260,16 @@ all)
 sweep)
     setup_device
     sweep ers "${2:-2}" "${3:-540}"
-    bring_back results/tuning/ptb_lstm_ers_${SCALE}_sweep_s${SWEEP_SEED:-0}*.csv \
-        results/tuning/ptb_lstm_ers_${SCALE}_sweep_s${SWEEP_SEED:-0}_best.json \
+    bring_back results/tuning/ptb_lstm_ers_${SCALE}_${SWEEP_TAG}*.csv \
+        results/tuning/ptb_lstm_ers_${SCALE}_${SWEEP_TAG}_best.json \
         results/table1_ptb_${SCALE}_best_sweep.csv results/table1_ptb_${SCALE}_best_sweep_dyneval.csv \
         results/table1_ptb_${SCALE}_best_sweep_history.csv
     ;;
 sweep-dual)
     setup_device
     sweep dual "${2:-2}" "${3:-540}" "${4:?usage: gpu_session.sh sweep-dual N SECONDS ERS_SWEEP_DIR}"
-    bring_back results/tuning/ptb_lstm_dual_${SCALE}_sweep_s${SWEEP_SEED:-0}*.csv \
-        results/tuning/ptb_lstm_dual_${SCALE}_sweep_s${SWEEP_SEED:-0}_best.json \
+    bring_back results/tuning/ptb_lstm_dual_${SCALE}_${SWEEP_TAG}*.csv \
+        results/tuning/ptb_lstm_dual_${SCALE}_${SWEEP_TAG}_best.json \
         results/table1_ptb_${SCALE}_best_sweep.csv results/table1_ptb_${SCALE}_best_sweep_dyneval.csv
     ;;
 reproduce)
@@ -281,7 +290,7 @@ reproduce)
     wait "$scrn_pid" || echo "SCRN Table 2 stopped (exit $?)"
     cat small_pair.log scrn_table2.log
     if [ -n "${OUT:-}" ]; then
-        tar czf "$OUT/results.tgz" $(ls results/tuning/ptb_lstm_ers_${SCALE}_sweep_s${SWEEP_SEED:-0}* \
+        tar czf "$OUT/results.tgz" $(ls results/tuning/ptb_lstm_ers_${SCALE}_${SWEEP_TAG}* \
             results/table1_ptb_${SCALE}_best_sweep* results/table1_ptb_small* \
             results/table1_ptb_smoke* results/scrn_table2_* *.log 2>/dev/null) || true
         tar tzf "$OUT/results.tgz" || true

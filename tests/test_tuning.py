@@ -117,6 +117,57 @@ def test_fixed_values_are_kept_and_unknown_ones_refused():
         DualHyperModel("ers", "gru", "ptb", "full", 10_000)
 
 
+def test_training_protocol_is_a_dimension_only_when_asked():
+    from tuning.space import TRAIN_PROTOCOLS
+
+    assert "train_protocol" not in DualHyperModel("ers", "lstm", "ptb", "full", 10_000).names()
+    hm = DualHyperModel("ers", "lstm", "ptb", "full", 10_000, train_protocols=("carry", "shuffled"))
+    oracle = kt.oracles.RandomSearchOracle(kt.Objective("val_ppl", "min"), max_trials=30, seed=1)
+    hp = kt.HyperParameters()
+    hm.declare(hp)
+    oracle.update_space(hp)
+    seen = set()
+    for i in range(20):
+        values = oracle.populate_space(str(i))["values"]
+        t = hm.preset(values).train
+        seen.add(values["train_protocol"])
+        # carry: the state carried in corpus order; shuffled: zero-state windows, shuffled
+        assert (t.carry_state, t.shuffle_windows) == \
+            ((True, False) if values["train_protocol"] == "carry" else (False, True))
+        assert hm.values_of(hm.preset(values))["train_protocol"] == values["train_protocol"]
+    assert seen == {"carry", "shuffled"} == set(TRAIN_PROTOCOLS)
+    one = DualHyperModel("ers", "lstm", "ptb", "full", 10_000, train_protocols=("shuffled",))
+    hp = kt.HyperParameters()
+    assert one.declare(hp)["train_protocol"] == "shuffled"
+    assert one.preset(hp.values).train.shuffle_windows
+    with pytest.raises(ValueError, match="train_protocols=.*must be distinct names"):
+        DualHyperModel("ers", "lstm", "ptb", "full", 10_000, train_protocols=("stateful",))
+    with pytest.raises(ValueError, match="fixed train_protocol='carry' is not one of"):
+        DualHyperModel("dual", "lstm", "ptb", "full", 10_000, train_protocols=("shuffled",),
+                       fixed={"train_protocol": "carry"})
+
+
+@pytest.mark.slow
+def test_shuffled_search_trains_and_transfers_its_protocol(tmp_path):
+    src, dst = str(tmp_path / "ers"), str(tmp_path / "dual")
+    r = run(SEARCH, "--arch", "ers", "--recurrent", "lstm", "--max-trials", "1", "--dir", src,
+            "--train-protocol", "shuffled", *SMOKE, "--backend", "jax")
+    assert r.returncode == 0, r.stderr[-3000:]
+    (t,) = read_trials(src)
+    assert t["values"]["train_protocol"] == "shuffled"
+    train = t["result"]["preset"]["train"]
+    assert (train["carry_state"], train["shuffle_windows"]) == (False, True)
+    r = run(SEARCH, "--arch", "dual", "--recurrent", "lstm", "--max-trials", "1", "--dir", dst,
+            "--transfer-from", src, *SMOKE, "--backend", "jax")
+    assert r.returncode == 0, r.stderr[-3000:]
+    (t,) = read_trials(dst)
+    assert t["values"]["train_protocol"] == "shuffled"
+    r = run(EXPORT, src, "--out", str(tmp_path / "t.csv"), "--best")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert pd.read_csv(tmp_path / "t.csv")["train_protocol"].tolist() == ["shuffled"]
+    assert json.loads(r.stdout)["train"]["shuffle_windows"] is True
+
+
 @pytest.mark.slow
 def test_search_killed_and_rerun_records_every_trial_once(tmp_path):
     d = str(tmp_path / "s")
@@ -310,6 +361,10 @@ def test_get_best_models_loads_the_trained_weights(tmp_path):
     (["--arch", "ers", "--recurrent", "gru"], "--recurrent: invalid choice"),
     (["--arch", "ers", "--recurrent", "lstm", "--max-trials", "0"], "0 must be at least 1"),
     (["--arch", "ers", "--recurrent", "lstm", "--transfer-from", "x"], "needs --arch dual"),
+    (["--arch", "ers", "--recurrent", "lstm", "--train-protocol", "stateful"],
+     "--train-protocol: invalid choice"),
+    (["--arch", "dual", "--recurrent", "lstm", "--transfer-from", "x", "--train-protocol",
+      "both"], "--train-protocol goes with a plain search"),
 ])
 def test_bad_arguments_fail_in_one_line(tmp_path, args, match):
     d = tmp_path / "never"

@@ -95,7 +95,8 @@ def main(argv=None):
     meta = read_json(os.path.join(args.dir, "search.json"))
     hypermodel = DualHyperModel(meta["arch"], meta["recurrent"], meta["dataset"], meta["scale"],
                                 vocab_size=2, hyperband=meta["tuner"] == "hyperband",
-                                fixed=meta.get("fixed"), lr_range=meta.get("lr_range"))
+                                fixed=meta.get("fixed"), lr_range=meta.get("lr_range"),
+                                train_protocols=meta.get("train_protocols", ["carry"]))
     rows = rows_of(args.dir, meta, hypermodel)
     if not rows:
         p.error(f"{args.dir!r} holds no trials yet")

@@ -50,6 +50,10 @@ def parse(argv):
                         "--fix epochs=100: a Table 1 row's sizes and sec. 3.2's batch/window")
     p.add_argument("--lr-range", nargs=2, type=float, default=None, metavar=("LOW", "HIGH"),
                    help="the learning rate's log-uniform prior, inside [1e-6, 1e-3]")
+    p.add_argument("--train-protocol", choices=["carry", "shuffled", "both"], default=None,
+                   help="how training reads the windows (not in the grid): carry the state in "
+                        "corpus order (default), shuffled zero-state windows as a plain Keras "
+                        "fit, or both searched; --transfer-from takes the ERS search's")
     p.add_argument("--seed", type=int, default=0, help="oracle and initialisation seed")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
@@ -62,6 +66,8 @@ def parse(argv):
             args.fixed[name] = json.loads(text)
         except json.JSONDecodeError:
             p.error(f"--fix {item!r}: {text!r} is not a number")
+    args.protocols = {None: ("carry",), "carry": ("carry",), "shuffled": ("shuffled",),
+                      "both": ("carry", "shuffled")}[args.train_protocol]
     if args.lr_range and not 1e-6 <= args.lr_range[0] < args.lr_range[1] <= 1e-3:
         p.error(f"--lr-range {args.lr_range[0]} {args.lr_range[1]} must lie inside the paper's "
                 f"[1e-6, 1e-3] with LOW < HIGH")
@@ -75,6 +81,9 @@ def parse(argv):
             p.error("--transfer-from needs --arch dual (ERS values are transferred to Dual)")
         if args.reference:
             p.error("--transfer-from and --reference exclude each other")
+        if args.train_protocol:
+            p.error("--train-protocol goes with a plain search: --transfer-from takes the ERS "
+                    "search's protocols")
     if args.reference and args.tuner != "random":
         p.error(f"--reference runs one fixed trial; use --tuner random, not {args.tuner}")
     return p, args
@@ -100,6 +109,7 @@ def transferred(p, args):
     fixed = trial_values(best, meta["scale"])
     if args.tuner == "hyperband":
         fixed.pop("epochs")
+    args.protocols = tuple(meta.get("train_protocols", ["carry"]))
     return fixed, {"dir": os.path.abspath(src), "trial_id": best["trial_id"],
                    "val_ppl": best["score"]}
 
@@ -124,6 +134,8 @@ def main(argv=None):
                 "scale": args.scale, "tuner": args.tuner, "seed": args.seed,
                 "factor": args.factor if args.tuner == "hyperband" else None,
                 "fixed": fixed, "source": source, "lr_range": args.lr_range}
+    if args.protocols != ("carry",):       # the default is left out: earlier searches resume
+        identity["train_protocols"] = list(args.protocols)
     meta_path = os.path.join(args.dir, SEARCH)
     if os.path.exists(meta_path):
         saved = read_json(meta_path)
@@ -140,7 +152,8 @@ def main(argv=None):
     try:
         hypermodel = DualHyperModel(args.arch, args.recurrent, args.dataset, args.scale,
                                     corpus.vocab_size, fixed=fixed, lr_range=args.lr_range,
-                                    hyperband=args.tuner == "hyperband", seed=args.seed)
+                                    hyperband=args.tuner == "hyperband", seed=args.seed,
+                                    train_protocols=args.protocols)
     except ValueError as e:
         p.error(str(e))
     write_json(meta_path, identity)

@@ -21,7 +21,14 @@ parameter counts fix it: PTB dLSTM = 400 -> 1150 -> 400): every recurrent layer 
 
 ``fixed`` pins hyperparameters (``hp.Fixed``): the paper's protocol fixes the best ERS values and
 searches only the Dual-only ones (``tuning/search.py --transfer-from``); a Table 1 sweep fixes the
-row's sizes and sec. 3.2's batch, window and epochs (``--fix``). ``lr_range`` narrows the
+row's sizes and sec. 3.2's batch, window and epochs (``--fix``).
+
+``train_protocols`` adds one dimension the paper leaves open (it says only that it used Keras):
+how training reads the windows (``TRAIN_PROTOCOLS``). ``("carry",)``, the default, declares
+nothing and trains as ``TrainConfig``'s default (the state carried from window to window, in
+corpus order); ``("shuffled",)`` pins ``train_protocol="shuffled"`` (each window from the zero
+state, in a per-epoch shuffled order: what a plain, non-stateful Keras ``fit`` over windows
+does); ``("carry", "shuffled")`` searches it (``--train-protocol both``). ``lr_range`` narrows the
 learning rate's log-uniform prior to a sub-interval of the grid's [1e-6, 1e-3] (``--lr-range``:
 draws far below 1e-4 learn almost nothing in the epochs a short search affords).
 """
@@ -55,6 +62,9 @@ L2 = ("embedding_l2", "recurrent_input_l2", "recurrent_l2", "activation_l2")
 DROPOUTS = ("input_dropout", "recurrent_dropout", "output_dropout")
 MOGRIFIER = ("mogrifier_rounds", "mogrifier_rank", "mogrifier_l2", "mogrifier_dropout")
 DUAL_ONLY = ("dual_l2", "dual_input_dropout", "dual_output_dropout")
+# How training reads the windows: the ``TrainConfig`` fields of each protocol (not in the grid)
+TRAIN_PROTOCOLS = {"carry": dict(carry_state=True, shuffle_windows=False),
+                   "shuffled": dict(carry_state=False, shuffle_windows=True)}
 
 
 def _check(name, value, allowed):
@@ -98,6 +108,15 @@ def trial_values(trial: dict, scale: str) -> dict:
     return values
 
 
+def train_protocol_of(train_config: TrainConfig) -> str:
+    """The ``TRAIN_PROTOCOLS`` name of ``train_config``'s window reading."""
+    for name, fields in TRAIN_PROTOCOLS.items():
+        if all(getattr(train_config, k) == v for k, v in fields.items()):
+            return name
+    raise ValueError(f"carry_state={train_config.carry_state}, shuffle_windows="
+                     f"{train_config.shuffle_windows} is none of the protocols {TRAIN_PROTOCOLS}")
+
+
 class DualHyperModel(kt.HyperModel):
     """Appendix Tables 3-4 for one ``arch`` (ers/dual) x ``recurrent`` (lstm/dlstm/mdlstm).
 
@@ -107,7 +126,7 @@ class DualHyperModel(kt.HyperModel):
     """
 
     def __init__(self, arch, recurrent, dataset, scale, vocab_size, fixed=None, hyperband=False,
-                 seed=0, lr_range=None, **kwargs):
+                 seed=0, lr_range=None, train_protocols=("carry",), **kwargs):
         _check("arch", arch, ARCHS)
         _check("recurrent", recurrent, RECURRENTS)
         _check("dataset", dataset, presets.DATASETS)
@@ -120,6 +139,11 @@ class DualHyperModel(kt.HyperModel):
         self.seed = seed
         lo, hi = GRID["learning_rate"]
         self.lr_range = tuple(lr_range or (lo, hi))
+        self.train_protocols = tuple(train_protocols)
+        if (not self.train_protocols or len(set(self.train_protocols)) != len(self.train_protocols)
+                or not set(self.train_protocols) <= set(TRAIN_PROTOCOLS)):
+            raise ValueError(f"train_protocols={train_protocols!r} must be distinct names of "
+                             f"{tuple(TRAIN_PROTOCOLS)}")
         if not (len(self.lr_range) == 2 and lo <= self.lr_range[0] < self.lr_range[1] <= hi):
             raise ValueError(f"lr_range={lr_range!r} must be (low, high) with "
                              f"{lo} <= low < high <= {hi} (appendix Table 3)")
@@ -127,11 +151,15 @@ class DualHyperModel(kt.HyperModel):
         if unknown:
             raise ValueError(f"fixed hyperparameters {unknown} are not in the search space of "
                              f"{arch} {recurrent}: {self.names()}")
+        if self.fixed.get("train_protocol", self.train_protocols[0]) not in self.train_protocols:
+            raise ValueError(f"fixed train_protocol={self.fixed['train_protocol']!r} is not one "
+                             f"of train_protocols={self.train_protocols}")
 
     def names(self) -> tuple:
         """The hyperparameters that apply, in declaration order."""
         names = ["learning_rate", "batch_size", "seq_len"]
         names += [] if self.hyperband else ["epochs"]
+        names += [] if self.train_protocols == ("carry",) else ["train_protocol"]
         names += ["embedding_units"]
         if self.recurrent != "lstm":
             names += ["layers", "recurrent_units"]
@@ -151,6 +179,10 @@ class DualHyperModel(kt.HyperModel):
                 return hp.Fixed(name, self.fixed[name])
             if name == "learning_rate":
                 return hp.Float(name, *self.lr_range, sampling="log")
+            if name == "train_protocol":
+                if len(self.train_protocols) == 1:
+                    return hp.Fixed(name, self.train_protocols[0])
+                return hp.Choice(name, list(self.train_protocols))
             if name == "layers":
                 return hp.Choice(name, [n for n in GRID["layers"] if n > 1])
             if name == "mogrifier_rounds":
@@ -182,7 +214,8 @@ class DualHyperModel(kt.HyperModel):
         train_config = TrainConfig(epochs=epochs or v.get("epochs", max(GRID["epochs"])),
                                    batch_size=batch, seq_len=v["seq_len"],
                                    learning_rate=float(v["learning_rate"]),
-                                   seed=self.seed).validate()
+                                   seed=self.seed,
+                                   **TRAIN_PROTOCOLS[v.get("train_protocol", "carry")]).validate()
         ev = EvalConfig(batch_size=batch, seq_len=presets.SEQ_LEN,
                         dyneval_batch_size=batch).validate()
         name = ("dual_" if self.arch == "dual" else "") + self.recurrent
@@ -213,6 +246,7 @@ class DualHyperModel(kt.HyperModel):
         known = dict(learning_rate=t.learning_rate, batch_size=t.batch_size, seq_len=t.seq_len,
                      epochs=t.epochs, embedding_units=m.embedding_units,
                      layers=m.num_layers, recurrent_units=m.recurrent_units[0],
+                     train_protocol=train_protocol_of(t),
                      **{k: getattr(m, k) for k in L2 + DROPOUTS + MOGRIFIER + DUAL_ONLY
                         + ("internal_dropout",)})
         return {k: known[k] for k in self.names()}
