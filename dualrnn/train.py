@@ -137,6 +137,46 @@ class _Checkpointer(keras.callbacks.Callback):
                   flush=True)
 
 
+class _OneTraining(keras.callbacks.Callback):
+    """A user's callback seen through ``train``'s ``fit`` calls (one per epoch with variable BPTT
+    or shuffled windows, two for a resumed epoch) as through one ``fit``: its ``on_train_begin``
+    comes once, before the first, and its ``on_train_end`` once, after the last (``end``, which
+    ``train`` calls); every other hook is passed on. So a ``CSVLogger`` keeps every epoch and an
+    ``EarlyStopping`` counts across them."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.begun = inner, False
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.inner.set_model(model)
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.inner.set_params(params)
+
+    def on_train_begin(self, logs=None):
+        if not self.begun:
+            self.begun = True
+            self.inner.on_train_begin(logs)
+
+    def on_train_end(self, logs=None):
+        self.last_logs = logs
+
+    def end(self):
+        if self.begun:
+            self.inner.on_train_end(getattr(self, "last_logs", None))
+
+
+for _hook in ("on_epoch_begin", "on_epoch_end", "on_train_batch_begin", "on_train_batch_end",
+              "on_test_begin", "on_test_end", "on_test_batch_begin", "on_test_batch_end",
+              "on_predict_begin", "on_predict_end", "on_predict_batch_begin",
+              "on_predict_batch_end"):
+    setattr(_OneTraining, _hook,
+            lambda self, *a, _hook=_hook, **k: getattr(self.inner, _hook)(*a, **k))
+
+
 class PlateauSchedule:
     """The SCRN paper's schedule (Table 1): after an epoch whose validation perplexity is not
     below the best so far, the learning rate is multiplied by ``factor``; after the
@@ -244,7 +284,7 @@ def _fit_epochs(stream, streams, config, state, schedule, fit):
     if start:                       # the rest of the interrupted epoch, then the others
         epoch = state["epoch"]
         stream.fit(seq.after(start), epochs=epoch + 1, initial_epoch=epoch, **fit)
-        if _finished(state, config, schedule):
+        if _finished(state, config, schedule) or stream.stop_training:
             return
     stream.fit(seq, epochs=config.epochs, initial_epoch=state["epoch"], **fit)
 
@@ -264,7 +304,7 @@ def _fit_each_epoch(stream, streams, config, state, schedule, fit, start=0):
             seq = seq.permuted(epoch_order(len(seq), config, epoch))
         seq, start = (seq.after(start) if start else seq), 0
         stream.fit(seq.fit_input(), epochs=epoch + 1, initial_epoch=epoch, **fit)
-        if _finished(state, config, schedule):
+        if _finished(state, config, schedule) or stream.stop_training:   # or a user's callback
             break
 
 
@@ -385,7 +425,9 @@ def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_siz
     seconds (None: only after epochs); a rerun resumes from it, at the window after a checkpoint
     written within an epoch, and ends as an uninterrupted run would (the same weights), also
     with a larger ``config.epochs`` (training on); a checkpoint of another model or training
-    configuration is refused. ``optimizer="nt_asgd"``: see ``NonMonotoneTrigger`` (validation,
+    configuration is refused. ``callbacks`` (Keras callbacks) see one training whatever the
+    number of ``fit`` calls it takes (``_OneTraining``); one that sets ``stop_training`` stops
+    it. ``optimizer="nt_asgd"``: see ``NonMonotoneTrigger`` (validation,
     the best weights and the final model are the averaged weights once averaging is on; the
     average resumes exactly). ``init_from`` (a checkpoint or its folder) starts a fresh run from
     that run's best weights (AWD-LSTM's fine-tuning: ``TrainConfig(optimizer="nt_asgd",
@@ -452,9 +494,12 @@ def train(model, train_tokens, valid_tokens, config: TrainConfig, eval_batch_siz
                                      path, state, best, verbose, schedule, trigger,
                                      every=checkpoint_every)
         checkpointer.restore_metrics = metrics or None
-        fit = dict(shuffle=False, callbacks=[checkpointer, *callbacks],
+        users = [_OneTraining(c) for c in callbacks]
+        fit = dict(shuffle=False, callbacks=[checkpointer, *users],
                    verbose=verbose if verbose == 1 else 0)
         _fit_epochs(stream, streams, config, state, schedule, fit)
+        for c in users:
+            c.end()
     for v, a in zip(model.trainable_variables, best):
         v.assign(a)
     return TrainResult(history=state["history"], best_epoch=state["best_epoch"],

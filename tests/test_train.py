@@ -289,6 +289,47 @@ def test_step_schedule_decays_after_epoch_n_whatever_validation_says(monkeypatch
     assert seen == [0.8] * 5 + [0.4]                    # stalls before epoch 5 change nothing
 
 
+class Calls(keras.callbacks.Callback):
+    """Counts the hooks it sees; stops training at the end of epoch ``stop_at`` (1-based)."""
+
+    def __init__(self, stop_at):
+        super().__init__()
+        self.stop_at, self.calls = stop_at, collections.Counter()
+        self.epochs = []
+
+    def on_train_begin(self, logs=None):
+        self.calls["train_begin"] += 1
+
+    def on_train_end(self, logs=None):
+        self.calls["train_end"] += 1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.stop_at:
+            self.model.stop_training = True
+
+
+@pytest.mark.parametrize("fields", [
+    {}, dict(carry_state=False, shuffle_windows=True),
+    dict(variable_bptt=True, optimizer="nt_asgd", learning_rate=1.0)],
+    ids=["corpus", "shuffled", "vbptt"])
+def test_user_callbacks_see_one_training_whatever_the_windows(fields, tmp_path):
+    """One fit per epoch (shuffled windows, variable BPTT) looks like one fit to the user's
+    callbacks: one on_train_begin/end, a CSVLogger that keeps every epoch, a stop that holds."""
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 20, size=400).astype("int32")
+    tc = TrainConfig(epochs=4, batch_size=4, seq_len=10, **fields)
+    calls, log = Calls(stop_at=3), str(tmp_path / "log.csv")
+    result = train.train(dualrnn.build_model(TINY, 20, seed=0), tokens, tokens[:100], tc,
+                         callbacks=[calls, keras.callbacks.CSVLogger(log)], verbose=0)
+    assert calls.calls == {"train_begin": 1, "train_end": 1}
+    assert calls.epochs == [0, 1, 2] and result.epochs == 3
+    with open(log) as f:
+        assert [line.split(",")[0] for line in f.read().split()[1:]] == ["0", "1", "2"]
+
+
 def test_plateau_schedule_resumes_exactly(monkeypatch, tmp_path):
     straight, _ = tiny_run(monkeypatch, SCRIPT, SGD)
 
