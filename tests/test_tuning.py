@@ -65,6 +65,14 @@ def run(*args, env=None, timeout=600):
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def draws(hm, oracle, n):
+    """``n`` points that ``oracle`` draws from the space ``hm`` declares."""
+    hp = kt.HyperParameters()
+    hm.declare(hp)
+    oracle.update_space(hp)
+    return [oracle.populate_space(str(i))["values"] for i in range(n)]
+
+
 @pytest.mark.parametrize("arch", ["ers", "dual"])
 @pytest.mark.parametrize("recurrent", ["lstm", "dlstm", "mdlstm"])
 @pytest.mark.parametrize("oracle_kind", ["random", "bayesian", "hyperband"])
@@ -77,12 +85,8 @@ def test_sampled_configurations_lie_in_the_appendix_tables(arch, recurrent, orac
                                                                         seed=3),
               "hyperband": lambda: kt.oracles.HyperbandOracle(objective, max_epochs=300,
                                                               seed=3)}[oracle_kind]()
-    hp = kt.HyperParameters()
-    hm.declare(hp)
-    oracle.update_space(hp)
     seen = set()
-    for i in range(25):
-        values = oracle.populate_space(str(i))["values"]
+    for values in draws(hm, oracle, 25):
         check_in_tables(values, arch, recurrent)
         assert ("epochs" in values) == (oracle_kind != "hyperband")
         seen.add(values["embedding_units"])
@@ -123,12 +127,8 @@ def test_training_protocol_is_a_dimension_only_when_asked():
     assert "train_protocol" not in DualHyperModel("ers", "lstm", "ptb", "full", 10_000).names()
     hm = DualHyperModel("ers", "lstm", "ptb", "full", 10_000, train_protocols=("carry", "shuffled"))
     oracle = kt.oracles.RandomSearchOracle(kt.Objective("val_ppl", "min"), max_trials=30, seed=1)
-    hp = kt.HyperParameters()
-    hm.declare(hp)
-    oracle.update_space(hp)
     seen = set()
-    for i in range(20):
-        values = oracle.populate_space(str(i))["values"]
+    for values in draws(hm, oracle, 20):
         t = hm.preset(values).train
         seen.add(values["train_protocol"])
         # carry: the state carried in corpus order; shuffled: zero-state windows, shuffled
