@@ -50,8 +50,9 @@ def accelerator_name():
 
 
 def device_name():
-    """The accelerator Keras runs on, or the CPU model and core count (with ", AVX-512" where the
-    CPU has it: two CPUs of one model name can differ in it, and speeds with them)."""
+    """The accelerator Keras runs on, or the CPU model and core count (``N of M cores`` for a
+    process pinned to N of the machine's M; ", AVX-512" where the CPU has it: two CPUs of one
+    model name can differ in it, and speeds with them)."""
     accelerator = accelerator_name()
     if accelerator:
         return accelerator
@@ -67,7 +68,13 @@ def device_name():
     except OSError:
         pass
     cpu = cpu or platform.processor() or platform.machine()
-    return f"{cpu} ({os.cpu_count()} cores{', AVX-512' if 'avx512f' in flags else ''})"
+    total = os.cpu_count()
+    try:                                               # a process pinned to fewer (taskset)
+        used = len(os.sched_getaffinity(0))
+    except AttributeError:                             # not on Linux
+        used = total
+    cores = f"{used} of {total} cores" if used < total else f"{total} cores"
+    return f"{cpu} ({cores}{', AVX-512' if 'avx512f' in flags else ''})"
 
 
 def provenance() -> dict:

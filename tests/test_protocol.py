@@ -227,9 +227,11 @@ def test_result_csvs_are_plain():
 
 @pytest.mark.parametrize("flags,suffix", [("fpu sse2 avx2 fma", ""),
                                           ("fpu sse2 avx2 avx512f avx512bw", ", AVX-512")])
-def test_cpu_device_name_tells_avx512_apart(flags, suffix, monkeypatch):
-    """Result rows name the CPU by its first processor's model and the core count, and say
-    whether it has AVX-512 (two machines called "AMD EPYC" here differed in it, and in speed)."""
+@pytest.mark.parametrize("pinned", [False, True])
+def test_cpu_device_name_tells_avx512_apart(flags, suffix, pinned, monkeypatch):
+    """Result rows name the CPU by its first processor's model and the core count (the cores
+    the process may use, where it is pinned to fewer), and say whether it has AVX-512 (two
+    machines called "AMD EPYC" here differed in it, and in speed)."""
     import io
 
     from dualrnn import results
@@ -242,4 +244,8 @@ def test_cpu_device_name_tells_avx512_apart(flags, suffix, monkeypatch):
     monkeypatch.setattr(results, "open", lambda path, *a, **k: (
         io.StringIO(cpuinfo) if path == "/proc/cpuinfo" else real_open(path, *a, **k)),
         raising=False)
-    assert results.device_name() == f"Some CPU 0 ({os.cpu_count()} cores{suffix})"
+    n = os.cpu_count()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0} if pinned else set(range(n)),
+                        raising=False)
+    cores = f"1 of {n} cores" if pinned and n > 1 else f"{n} cores"
+    assert results.device_name() == f"Some CPU 0 ({cores}{suffix})"
