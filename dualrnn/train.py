@@ -138,11 +138,10 @@ class _Checkpointer(keras.callbacks.Callback):
 
 
 class _OneTraining(keras.callbacks.Callback):
-    """A user's callback seen through ``train``'s ``fit`` calls (one per epoch with variable BPTT
-    or shuffled windows, two for a resumed epoch) as through one ``fit``: its ``on_train_begin``
-    comes once, before the first, and its ``on_train_end`` once, after the last (``end``, which
-    ``train`` calls); every other hook is passed on. So a ``CSVLogger`` keeps every epoch and an
-    ``EarlyStopping`` counts across them."""
+    """A user's callback seen through ``train``'s ``fit`` calls (one per epoch) as through one
+    ``fit``: its ``on_train_begin`` comes once, before the first, and its ``on_train_end`` once,
+    after the last (``end``, which ``train`` calls); every other hook is passed on. So a
+    ``CSVLogger`` keeps every epoch and an ``EarlyStopping`` counts across them."""
 
     def __init__(self, inner):
         super().__init__()
@@ -274,37 +273,26 @@ def _finished(state, config, schedule):
 
 
 def _fit_epochs(stream, streams, config, state, schedule, fit):
-    """Run the epochs from ``state["epoch"]`` on, the first from window ``state["window"]``
-    (a checkpoint written within it) or from its beginning."""
+    """Run the epochs from ``state["epoch"]`` on, one ``fit`` call each (the user's callbacks
+    see one training: ``_OneTraining``). An epoch's windows are variable BPTT's, drawn for it (the
+    optimizer's per-step factors scale each window's rate by its drawn length / seq_len), or the
+    fixed windows of ``seq_len``, in corpus order or, with ``shuffle_windows``, in the epoch's
+    shuffled order. The first epoch starts at window ``state["window"]`` (a checkpoint written
+    within it) or at its beginning. A user's callback that sets ``stop_training`` stops it."""
     start = state.get("window", 0)
-    if config.variable_bptt or config.shuffle_windows:
-        _fit_each_epoch(stream, streams, config, state, schedule, fit, start)
-        return
-    seq = WindowSequence(streams, config.seq_len, reset_every=not config.carry_state)
-    if start:                       # the rest of the interrupted epoch, then the others
-        epoch = state["epoch"]
-        stream.fit(seq.after(start), epochs=epoch + 1, initial_epoch=epoch, **fit)
-        if _finished(state, config, schedule) or stream.stop_training:
-            return
-    stream.fit(seq, epochs=config.epochs, initial_epoch=state["epoch"], **fit)
-
-
-def _fit_each_epoch(stream, streams, config, state, schedule, fit, start=0):
-    """One ``fit`` call per epoch, for epochs with windows of their own: variable BPTT's drawn
-    windows (the optimizer's per-step factors scale each window's rate by its drawn length /
-    seq_len) or the fixed windows in the epoch's shuffled order. The first epoch starts at
-    window ``start``."""
+    fixed = WindowSequence(streams, config.seq_len, reset_every=not config.carry_state)
     for epoch in range(state["epoch"], config.epochs):
         if config.variable_bptt:
             spans = epoch_windows(streams, config, epoch)
             stream.optimizer.set_step_factors([f for _, _, f in spans[start:]])
             seq = VariableWindowSequence(streams, spans, reset_every=not config.carry_state)
+        elif config.shuffle_windows:
+            seq = fixed.permuted(epoch_order(len(fixed), config, epoch))
         else:
-            seq = WindowSequence(streams, config.seq_len, reset_every=True)
-            seq = seq.permuted(epoch_order(len(seq), config, epoch))
+            seq = fixed
         seq, start = (seq.after(start) if start else seq), 0
         stream.fit(seq.fit_input(), epochs=epoch + 1, initial_epoch=epoch, **fit)
-        if _finished(state, config, schedule) or stream.stop_training:   # or a user's callback
+        if _finished(state, config, schedule) or stream.stop_training:
             break
 
 
