@@ -44,13 +44,22 @@ def dyneval_space(preset, search=None):
     return space, search.get("rms_train_tokens")
 
 
+def training_windows(train) -> str:
+    """How ``train`` (a ``TrainConfig``) reads the training windows, for ``departures``: the
+    paper says only that it used Keras."""
+    if train.carry_state:
+        return "training carries the state across windows"
+    if train.shuffle_windows:
+        return "training windows start from the zero state, in an order shuffled every epoch"
+    return "training windows start from the zero state"
+
+
 def protocol_departures(preset, best, space, reduced=False):
     """What this row's protocol chose where the paper is silent, or changed (``departures``)."""
     out = list(preset.departures)
     if preset.train.optimizer == "nadam":
         out.append("Keras 3's Nadam schedule in training (the paper's Keras had tf.keras 2's)")
-    out.append("training carries the state across windows" if preset.train.carry_state
-               else "training windows start from the zero state")
+    out.append(training_windows(preset.train))
     out.append("evaluation reported under both protocols, carry and windows (the paper does "
                "not say whether its evaluation carried the state)")
     batches = sorted(space["batch_sizes"]) + ([1] if space.get("rms_lrs") else [])
@@ -115,7 +124,7 @@ def run_preset(preset, corpus, run_dir=None, dyneval_search=None, seed=0, verbos
         departures = protocol_departures(preset, best, space, reduced)
     else:             # a table without dynamic evaluation (the SCRN paper's)
         departures = list(preset.departures) + (
-            [] if preset.train.carry_state else ["training windows start from the zero state"])
+            [] if preset.train.carry_state else [training_windows(preset.train)])
     row["eval_seconds"] = round(time.time() - t0, 1)
     for k in RESULT_FIELDS:
         if k not in row:

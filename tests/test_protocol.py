@@ -249,3 +249,20 @@ def test_cpu_device_name_tells_avx512_apart(flags, suffix, pinned, monkeypatch):
                         raising=False)
     cores = f"1 of {n} cores" if pinned and n > 1 else f"{n} cores"
     assert results.device_name() == f"Some CPU 0 ({cores}{suffix})"
+
+
+@pytest.mark.parametrize("fields,says", [
+    ({}, "training carries the state across windows"),
+    (dict(carry_state=False), "training windows start from the zero state"),
+    (dict(carry_state=False, shuffle_windows=True),
+     "training windows start from the zero state, in an order shuffled every epoch")])
+def test_departures_say_how_training_read_its_windows(fields, says):
+    """A result row's departures name the training protocol, shuffling included (the paper
+    says only that it used Keras)."""
+    from dualrnn.experiment import protocol_departures
+
+    preset = presets.table1("lstm", "ptb", "small")
+    preset = preset.replace(train=preset.train.replace(**fields))
+    out = protocol_departures(preset, {"batch_size": 32, "method": "paper_nadam"},
+                              {"batch_sizes": (1, 32)})
+    assert [d for d in out if d.startswith("training")] == [says]
