@@ -1,0 +1,74 @@
+#!/bin/bash
+# The long CPU runs that the open issues wait for, as two single-core lanes side by side.
+#
+#   bash experiments/cpu_queue.sh start [RUNS] [LOGS]   both lanes in the background (nohup)
+#   bash experiments/cpu_queue.sh lane a|b [RUNS] [LOGS] one lane in the foreground
+#   bash experiments/cpu_queue.sh stop                   end both lanes (their runs resume later)
+#
+# RUNS (default /root/dualrnn-runs) holds the checkpoints: keep it outside the work tree, which a
+# session lays anew. LOGS (default /tmp) gets one log per run. Every run resumes from its
+# checkpoints, written after each epoch and every 5 minutes within one, and skips what it has
+# finished, so `start` after an interruption goes on where the lanes stopped.
+#
+# Why lanes: on the 2-core CPU a SCRN Table 2 epoch took 2.0-2.1 times as long on one core as on
+# two, so two single-core lanes train as much per hour as one 2-core queue, and the batch-1
+# dynamic evaluation of Table 1, which cannot use a second core, no longer holds both. Each lane is
+# pinned to its core (taskset) with XLA, TensorFlow and OpenMP single-threaded; result rows then
+# name their device "... (1 of 2 cores ...)".
+#   lane a (core 0): SCRN Table 2 100x40 and 300x40 (full scale), then Table 7 small, alphas
+#                    0.99 and 0.97 (issue 12)
+#   lane b (core 1): Table 1 small lstm/dual_lstm (issue 11), AWD-LSTM small (issue 13), then
+#                    Table 7 small, alphas 0.85, 0.88, 0.90, 0.95 (issue 12)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+cmd=${1:-start}
+case "$cmd" in
+    lane) which=${2:-}; RUNS=${3:-/root/dualrnn-runs}; LOGS=${4:-/tmp} ;;
+    start) RUNS=${2:-/root/dualrnn-runs}; LOGS=${3:-/tmp} ;;
+    stop) pkill -f "cpu_queue.sh lane"; pkill -f "experiments/(scrn|table1|awd_lstm).py"; exit 0 ;;
+    *) echo "cpu_queue.sh: unknown command '$cmd' (start, lane a|b, stop)" >&2; exit 2 ;;
+esac
+export DUALRNN_DATA=${DUALRNN_DATA:-$(cd .. && pwd)/shared/data}
+PY=${PYTHON:-.venv/bin/python}
+if [ ! -x "$PY" ]; then
+    echo "cpu_queue.sh: no Python at $PY (make .venv: python3 -m venv .venv && .venv/bin/pip" \
+         "install -r requirements.txt, or set PYTHON)" >&2
+    exit 2
+fi
+
+if [ "$cmd" = start ]; then
+    mkdir -p "$LOGS"
+    for l in a b; do
+        nohup bash "$0" lane "$l" "$RUNS" "$LOGS" >> "$LOGS/cpu_queue_$l.log" 2>&1 &
+    done
+    echo "lanes started: logs in $LOGS (cpu_queue_a.log, cpu_queue_b.log and one per run)"
+    exit 0
+fi
+
+export XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+export OMP_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1
+R=(--runs "$RUNS" --checkpoint-minutes 5)
+run() {   # LOG ARGS...: one run on this lane's core; the lane goes on if it fails
+    local log=$1; shift
+    echo "$(date -u +%FT%TZ) lane $which: $*"
+    taskset -c "$core" "$PY" "$@" >> "$LOGS/$log" 2>&1 || echo "$(date -u +%FT%TZ) exit $?: $*"
+}
+case "$which" in
+    a)
+        core=0
+        run scrn_cpu.log experiments/scrn.py --table 2 --scale full --models 100x40,300x40 \
+            --backend jax "${R[@]}"
+        run scrn_t7.log experiments/scrn.py --table 7 --scale small --models 0.99,0.97 \
+            --backend jax "${R[@]}"
+        ;;
+    b)
+        core=1
+        run table1_small.log experiments/table1.py --dataset ptb --scale small \
+            --models lstm,dual_lstm --backend jax "${R[@]}"
+        run awd_small.log experiments/awd_lstm.py --dataset ptb --scale small "${R[@]}"
+        run scrn_t7b.log experiments/scrn.py --table 7 --scale small --models 0.85,0.88,0.90,0.95 \
+            --backend jax "${R[@]}"
+        ;;
+    *) echo "cpu_queue.sh: lane '$which' is not a or b" >&2; exit 2 ;;
+esac
+echo "$(date -u +%FT%TZ) lane $which: done"
