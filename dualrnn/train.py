@@ -280,7 +280,8 @@ def _fit_epochs(stream, streams, config, state, schedule, fit):
     shuffled order. The first epoch starts at window ``state["window"]`` (a checkpoint written
     within it) or at its beginning. A user's callback that sets ``stop_training`` stops it."""
     start = state.get("window", 0)
-    fixed = WindowSequence(streams, config.seq_len, reset_every=not config.carry_state)
+    fixed = (None if config.variable_bptt   # variable BPTT draws its own windows each epoch
+             else WindowSequence(streams, config.seq_len, reset_every=not config.carry_state))
     for epoch in range(state["epoch"], config.epochs):
         if config.variable_bptt:
             spans = epoch_windows(streams, config, epoch)

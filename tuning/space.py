@@ -246,9 +246,10 @@ class DualHyperModel(kt.HyperModel):
         known = dict(learning_rate=t.learning_rate, batch_size=t.batch_size, seq_len=t.seq_len,
                      epochs=t.epochs, embedding_units=m.embedding_units,
                      layers=m.num_layers, recurrent_units=m.recurrent_units[0],
-                     train_protocol=train_protocol_of(t),
                      **{k: getattr(m, k) for k in L2 + DROPOUTS + MOGRIFIER + DUAL_ONLY
                         + ("internal_dropout",)})
+        if "train_protocol" in self.names():       # only a search that declares it asks
+            known["train_protocol"] = train_protocol_of(t)
         return {k: known[k] for k in self.names()}
 
     def build(self, hp):
