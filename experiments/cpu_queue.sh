@@ -15,10 +15,12 @@
 # dynamic evaluation of Table 1, which cannot use a second core, no longer holds both. Each lane is
 # pinned to its core (taskset) with XLA, TensorFlow and OpenMP single-threaded; result rows then
 # name their device "... (1 of 2 cores ...)".
-#   lane a (core 0): SCRN Table 2 100x40 and 300x40 (full scale), then Table 7 small, alphas
-#                    0.99 and 0.97 (issue 12)
-#   lane b (core 1): Table 1 small lstm/dual_lstm (issue 11), AWD-LSTM small (issue 13), then
-#                    Table 7 small, alphas 0.85, 0.88, 0.90, 0.95 (issue 12)
+# The two SCRN Table 2 rows left, which can reproduce the paper's numbers on this CPU, go first,
+# one per lane, side by side (they fill one CSV under its file lock):
+#   lane a (core 0): SCRN Table 2 100x40 (full scale, issue 12), AWD-LSTM small (issue 13), then
+#                    Table 7 small, alphas 0.99 and 0.97 (issue 12)
+#   lane b (core 1): Table 1 small lstm/dual_lstm (issue 11), SCRN Table 2 300x40 (full scale),
+#                    then Table 7 small, alphas 0.85, 0.88, 0.90, 0.95 (issue 12)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 cmd=${1:-start}
@@ -56,8 +58,9 @@ run() {   # LOG ARGS...: one run on this lane's core; the lane goes on if it fai
 case "$which" in
     a)
         core=0
-        run scrn_cpu.log experiments/scrn.py --table 2 --scale full --models 100x40,300x40 \
+        run scrn_cpu.log experiments/scrn.py --table 2 --scale full --models 100x40 \
             --backend jax "${R[@]}"
+        run awd_small.log experiments/awd_lstm.py --dataset ptb --scale small "${R[@]}"
         run scrn_t7.log experiments/scrn.py --table 7 --scale small --models 0.99,0.97 \
             --backend jax "${R[@]}"
         ;;
@@ -65,7 +68,8 @@ case "$which" in
         core=1
         run table1_small.log experiments/table1.py --dataset ptb --scale small \
             --models lstm,dual_lstm --backend jax "${R[@]}"
-        run awd_small.log experiments/awd_lstm.py --dataset ptb --scale small "${R[@]}"
+        run scrn_300.log experiments/scrn.py --table 2 --scale full --models 300x40 \
+            --backend jax "${R[@]}"
         run scrn_t7b.log experiments/scrn.py --table 7 --scale small --models 0.85,0.88,0.90,0.95 \
             --backend jax "${R[@]}"
         ;;
