@@ -3,7 +3,8 @@
 #
 #   bash experiments/cpu_queue.sh start [RUNS] [LOGS]   both lanes in the background (nohup)
 #   bash experiments/cpu_queue.sh lane a|b [RUNS] [LOGS] one lane in the foreground
-#   bash experiments/cpu_queue.sh stop                   end both lanes (their runs resume later)
+#   bash experiments/cpu_queue.sh stop                   end this checkout's lanes and their runs,
+#                                                        nothing else (the runs resume later)
 #
 # RUNS (default /root/dualrnn-runs) holds the checkpoints: keep it outside the work tree, which a
 # session lays anew. LOGS (default /tmp) gets one log per run. Every run resumes from its
@@ -27,7 +28,12 @@ cmd=${1:-start}
 case "$cmd" in
     lane) which=${2:-}; RUNS=${3:-/root/dualrnn-runs}; LOGS=${4:-/tmp} ;;
     start) RUNS=${2:-/root/dualrnn-runs}; LOGS=${3:-/tmp} ;;
-    stop) pkill -f "cpu_queue.sh lane"; pkill -f "experiments/(scrn|table1|awd_lstm).py"; exit 0 ;;
+    stop)   # each lane first (so that it starts nothing more), then the run it was waiting on
+        for lane in $(pgrep -f "cpu_queue.sh lane [ab]"); do
+            [ "$(readlink "/proc/$lane/cwd")" = "$PWD" ] || continue   # this checkout's lanes only
+            runs=$(pgrep -P "$lane"); kill -9 "$lane"; [ -n "$runs" ] && kill $runs
+        done
+        exit 0 ;;
     *) echo "cpu_queue.sh: unknown command '$cmd' (start, lane a|b, stop)" >&2; exit 2 ;;
 esac
 export DUALRNN_DATA=${DUALRNN_DATA:-$(cd .. && pwd)/shared/data}
