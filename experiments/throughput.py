@@ -110,9 +110,16 @@ def parse(argv):
     p.add_argument("--out", default=os.path.join(_cli.ROOT, "results"), help="CSV/plot folder")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ptb-pass", action="store_true",
+                   help="also time one whole PTB validation + test pass of dyneval.dynamic_eval "
+                        "at batch 1, window 5 (paper-size lstm; minutes), the figure the "
+                        "10-minute target names; needs the paper sizes and the PTB files")
     args = p.parse_args(argv)
     if args.quick and args.tiny:
         p.error("--quick and --tiny exclude each other")
+    if args.ptb_pass and (args.quick or args.tiny or args.vocab not in (None, 10_000)):
+        p.error("--ptb-pass times the paper-size lstm on PTB: leave out --quick, --tiny and "
+                "--vocab")
     if args.backend and len(args.backend) == 1:
         os.environ["KERAS_BACKEND"] = args.backend[0]
     _cli.check_writable(p, args.out)
@@ -438,6 +445,26 @@ def plot(rows, path, title):
     plt.close(fig)
 
 
+def ptb_pass_minutes(args):
+    """Wall minutes of ``dyneval.dynamic_eval`` at batch 1, window 5 over PTB validation, then
+    test (the paper-size Table 1 ``lstm``; Nadam at lr 1e-5, beta_1 0: the rate does not change
+    the work), as the experiments run it: one compile per pass included."""
+    import time
+
+    import dualrnn
+    from dualrnn import data, dyneval, presets
+
+    corpus = data.load_corpus("ptb")
+    model = dualrnn.build_model(presets.table1("lstm", "ptb", "full").model,
+                                corpus.vocab_size, seed=args.seed)
+    start = time.perf_counter()
+    for tokens in (corpus.valid, corpus.test):
+        dyneval.dynamic_eval(model, tokens, batch_size=1, seq_len=5, lr=1e-5, beta_1=0.0)
+    minutes = (time.perf_counter() - start) / 60
+    print(f"  lstm dynamic_eval at batch 1, window 5: PTB valid + test in {minutes:.1f} minutes")
+    return minutes
+
+
 def slug(text):
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "device"
 
@@ -476,14 +503,24 @@ def main(argv=None):
 
     rows = run(args, save=save)
     checks = save(rows)
+    if args.ptb_pass:
+        minutes = ptb_pass_minutes(args)
+        checks.append(dict(
+            target="lstm dyneval at batch 1: one whole PTB valid + test pass within 10 minutes",
+            required=1.0, measured=round(10.0 / minutes, 3), met=minutes <= 10.0,
+            note=f"{minutes:.1f} minutes, timed through dyneval.dynamic_eval on the corpus "
+                 f"(compile included; measured: 10 / minutes)", backend=rows[0]["backend"],
+            scale=args.scale, device=prov["device"], commit=prov["commit"], date=prov["date"]))
+        update_csv(stem + "_targets.csv", checks[-1:], ("backend", "scale", "target"),
+                   TARGET_COLUMNS)
     merged = read_csv(stem + ".csv")
     if checks:
         print("targets (training tokens/s ratios of this run):")
         for c in checks:
             print(f"  {'met ' if c['met'] else 'MISS'} {c['target']}: {c['measured']:.3f} "
                   f"(required {c['required']}){'; ' + c['note'] if c['note'] else ''}")
-    if not args.no_plot:
-        scale_rows = [r for r in merged if r["scale"] == args.scale]
+    scale_rows = [r for r in merged if r["scale"] == args.scale]
+    if not args.no_plot and any(r["mode"] == "train" for r in scale_rows):  # a training chart
         plot(scale_rows, f"{stem}_{args.scale}.png",
              f"training throughput, {args.scale} sizes, {device_name()}")
     print(f"wrote {stem}.csv")

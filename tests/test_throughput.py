@@ -51,6 +51,18 @@ def test_tiny_run_writes_csv(tmp_path):
     assert "tokens/s" in r.stdout and "GEMM peak" in r.stdout
 
 
+@pytest.mark.slow
+def test_a_run_without_training_rows_draws_no_chart(tmp_path):
+    # the chart is of training tokens/s: an evaluation-only run once drew an empty one
+    out = str(tmp_path / "out")
+    r = run("--tiny", "--models", "lstm", "--modes", "eval", "--no-plain", "--no-reference",
+            "--out", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    files = os.listdir(out)
+    assert any(f.endswith(".csv") for f in files)
+    assert not any(f.endswith(".png") for f in files), files
+
+
 def test_flops_per_token_of_the_paper_lstm():
     sys.path.insert(0, os.path.join(ROOT, "experiments"))
     from _flops import flops_per_token, scaled_config
@@ -64,7 +76,8 @@ def test_flops_per_token_of_the_paper_lstm():
 @pytest.mark.parametrize("args,needle", [
     (["--models", "lstm,gru"], "gru"), (["--backend", "torch"], "torch"),
     (["--modes", "fly"], "fly"), (["--quick", "--tiny"], "--tiny"),
-    (["--steps", "0"], "0")])
+    (["--steps", "0"], "0"), (["--ptb-pass", "--quick"], "--ptb-pass"),
+    (["--ptb-pass", "--tiny"], "--ptb-pass"), (["--ptb-pass", "--vocab", "64"], "--ptb-pass")])
 def test_bad_input(args, needle, tmp_path):
     out = str(tmp_path / "out")
     r = run(*args, "--out", out, timeout=120)
