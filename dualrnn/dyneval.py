@@ -227,8 +227,8 @@ def search(model, tokens, lrs, clipnorms=(0.5,), seq_lens=(25,), beta_1s=(0.9, 0
     own values (batch 1 takes many more, smaller steps than the training batch). With
     ``trials_path`` (a JSON file) every finished trial is saved as it ends, and a search
     interrupted and started again on the same weights, tokens, temperature and RMS statistics
-    reuses them instead of running them again (a batch-1 pass of PTB validation is about 12
-    minutes on a 2-core CPU); saved trials of other weights are ignored and overwritten. Returns
+    reuses them instead of running them again (a batch-1 pass of PTB validation takes 4-12
+    minutes on a 2-core CPU, README "Throughput"); saved trials of other weights are ignored and overwritten. Returns
     ``(best, trials)``: dicts of ``TRIAL_FIELDS`` and ``ppl`` (``inf`` where the adaptation
     diverged); ``best`` has the lowest ``ppl``.
     """
