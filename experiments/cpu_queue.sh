@@ -16,12 +16,14 @@
 # dynamic evaluation of Table 1, which cannot use a second core, no longer holds both. Each lane is
 # pinned to its core (taskset) with XLA, TensorFlow and OpenMP single-threaded; result rows then
 # name their device "... (1 of 2 cores ...)".
-# The two SCRN Table 2 rows left, which can reproduce the paper's numbers on this CPU, go first,
-# one per lane, side by side (they fill one CSV under its file lock):
-#   lane a (core 0): SCRN Table 2 100x40 (full scale, issue 12), AWD-LSTM small (issue 13), then
-#                    Table 7 small, alphas 0.99 and 0.97 (issue 12)
+# The two SCRN Table 2 rows left, which can reproduce the paper's numbers on this CPU, went first,
+# one per lane, side by side (they fill one CSV under its file lock); the lanes then share Table 7
+# `small` (three alphas each) and the AWD-GRU report's `small` rows (about 12 hours a lane in all):
+#   lane a (core 0): SCRN Table 2 100x40 (full scale, issue 12), AWD-LSTM small (issue 13), Table 7
+#                    small, alphas 0.99, 0.97 and 0.95 (issue 12), then AWD-GRU/biLSTM small gru_5
+#                    (issue 13)
 #   lane b (core 1): Table 1 small lstm/dual_lstm (issue 11), SCRN Table 2 300x40 (full scale),
-#                    then Table 7 small, alphas 0.85, 0.88, 0.90, 0.95 (issue 12)
+#                    Table 7 small, alphas 0.85, 0.88 and 0.90, then AWD-GRU/biLSTM small lstm, gru
 set -uo pipefail
 cd "$(dirname "$0")/.."
 cmd=${1:-start}
@@ -67,8 +69,10 @@ case "$which" in
         run scrn_cpu.log experiments/scrn.py --table 2 --scale full --models 100x40 \
             --backend jax "${R[@]}"
         run awd_small.log experiments/awd_lstm.py --dataset ptb --scale small "${R[@]}"
-        run scrn_t7.log experiments/scrn.py --table 7 --scale small --models 0.99,0.97 \
+        run scrn_t7.log experiments/scrn.py --table 7 --scale small --models 0.99,0.97,0.95 \
             --backend jax "${R[@]}"
+        run awd_gru_small.log experiments/awd_gru_bilstm.py --dataset ptb --scale small \
+            --models gru_5 "${R[@]}"
         ;;
     b)
         core=1
@@ -76,8 +80,10 @@ case "$which" in
             --models lstm,dual_lstm --backend jax "${R[@]}"
         run scrn_300.log experiments/scrn.py --table 2 --scale full --models 300x40 \
             --backend jax "${R[@]}"
-        run scrn_t7b.log experiments/scrn.py --table 7 --scale small --models 0.85,0.88,0.90,0.95 \
+        run scrn_t7b.log experiments/scrn.py --table 7 --scale small --models 0.85,0.88,0.90 \
             --backend jax "${R[@]}"
+        run awd_gru_small_b.log experiments/awd_gru_bilstm.py --dataset ptb --scale small \
+            --models lstm,gru "${R[@]}"
         ;;
     *) echo "cpu_queue.sh: lane '$which' is not a or b" >&2; exit 2 ;;
 esac
