@@ -191,15 +191,37 @@ def update_csv(path, new_rows: list[dict], key, columns: list[str], order=None):
 # The per-epoch history of a two-stage (training, fine-tuning) AWD run, one row per epoch.
 STAGE_HISTORY_COLUMNS = ["model", "stage", "epoch", "train_ppl", "valid_ppl", "averaged",
                          "seconds", "command"]
+# An AWD run's stages in the order they run (``experiment.run_awd``): the history lists them so,
+# and ``plot_history`` draws a model's rows in file order.
+AWD_STAGES = ("train", "finetune")
 
 
-def update_stage_history(path, name, command, history, order=None):
+def _stage_order(models):
+    models = list(models)
+    return lambda r: (models.index(r["model"]) if r["model"] in models else len(models),
+                      r["model"], AWD_STAGES.index(r["stage"]), int(r["epoch"]))
+
+
+def update_stage_history(path, name, command, history, models):
     """Adds model ``name``'s per-epoch ``history`` (``experiment.run_awd``'s, each row with a
-    ``stage``) to the CSV at ``path``, replacing that model's earlier rows of the same epochs."""
+    ``stage`` of ``AWD_STAGES``) to the CSV at ``path``, replacing that model's earlier rows of
+    the same epochs. Rows are ordered by model (as in ``models``), then stage in run order, then
+    epoch."""
     return update_csv(path, [{"model": name, "command": command,
                               **{k: h.get(k, "") for k in STAGE_HISTORY_COLUMNS[1:-1]}}
                              for h in history],
-                      ("model", "stage", "epoch"), STAGE_HISTORY_COLUMNS, order=order)
+                      ("model", "stage", "epoch"), STAGE_HISTORY_COLUMNS,
+                      order=_stage_order(models))
+
+
+def read_stage_history(path, models):
+    """The rows of the stage history at ``path`` ([] without one), in ``update_stage_history``'s
+    order; a file in another order (before 0.4.3 "finetune" sorted before "train") is rewritten
+    in it, under the file lock."""
+    if not os.path.exists(path):
+        return []
+    return update_csv(path, [], ("model", "stage", "epoch"), STAGE_HISTORY_COLUMNS,
+                      order=_stage_order(models))
 
 
 def pct(ours, paper):

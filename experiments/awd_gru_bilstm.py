@@ -105,8 +105,8 @@ def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
     from dualrnn import data
     from dualrnn.experiment import run_awd
-    from dualrnn.results import (paper_awd, plot_history, provenance, read_csv, update_csv,
-                                 update_stage_history)
+    from dualrnn.results import (paper_awd, plot_history, provenance, read_csv,
+                                 read_stage_history, update_csv, update_stage_history)
 
     try:
         corpus = data.load_corpus(args.dataset, "standard")
@@ -116,7 +116,7 @@ def main(argv=None):
     stem = os.path.join(args.out, f"awd_gru_bilstm_{args.dataset}_{args.scale}"
                         + _cli.bound_suffix(args))
     paper = paper_awd("awd_gru_bilstm")
-    order = lambda r: (MODELS.index(r["model"]), r.get("stage", ""), int(r.get("epoch") or 0))  # noqa: E731
+    order = lambda r: MODELS.index(r["model"])  # noqa: E731
     rows = {r["model"]: r for r in read_csv(stem + ".csv")}
     networks = {"lstm": lambda: presets.awd_lstm_model(args.dataset, "code"),
                 "gru": lambda: presets.awd_gru_model(args.dataset, 3),
@@ -151,11 +151,11 @@ def main(argv=None):
         out.pop("cache_window", None)
         rows = {r["model"]: r for r in update_csv(stem + ".csv", [out], "model", COLUMNS,
                                                   order=order)}
-        update_stage_history(stem + "_history.csv", name, command, hist, order=order)
+        update_stage_history(stem + "_history.csv", name, command, hist, MODELS)
         print(f"{name}: valid {row['valid_ppl']:.2f}, test {row['test_ppl']:.2f}; "
               f"{row['params']:,} parameters, {row['seconds_per_epoch']} s/epoch; "
               f"{time.time() - t0:.0f}s", flush=True)
-    history = read_csv(stem + "_history.csv")
+    history = read_stage_history(stem + "_history.csv", MODELS)
     if history:
         plot_history(history, stem + "_history.png",
                      f"AWD-LSTM / AWD-GRU, {args.dataset}, {args.scale} scale")

@@ -77,7 +77,8 @@ def main(argv=None):
     from dualrnn import data
     from dualrnn.experiment import run_awd
     from dualrnn.results import (paper_awd, pct, plot_history, provenance, read_csv,
-                                 update_csv, update_stage_history)
+                                 read_stage_history, update_csv,
+                                 update_stage_history)
 
     try:
         corpus = data.load_corpus(args.dataset, "standard")
@@ -88,7 +89,7 @@ def main(argv=None):
                         + ("_code" if args.variant == "code" else "") + _cli.bound_suffix(args))
     paper = paper_awd("awd_lstm")
     names = ["awd_lstm"] + [f"awd_lstm_no_{a}" for a in ABLATIONS]
-    order = lambda r: (names.index(r["model"]), r.get("stage", ""), int(r.get("epoch") or 0))  # noqa: E731
+    order = lambda r: names.index(r["model"])  # noqa: E731
     rows = {r["model"]: r for r in read_csv(stem + ".csv")}
     todo = ([] if args.no_main else [None]) + args.ablations
     for ablation in todo:
@@ -128,14 +129,14 @@ def main(argv=None):
                    command=command, **row, **provenance())
         rows = {r["model"]: r for r in update_csv(stem + ".csv", [out], "model", COLUMNS,
                                                   order=order)}
-        update_stage_history(stem + "_history.csv", name, command, hist, order=order)
+        update_stage_history(stem + "_history.csv", name, command, hist, names)
         print(f"{name}: valid {row['valid_ppl']:.2f}, test {row['test_ppl']:.2f} against the "
               f"paper's {pp.get('valid_ppl', '-')}/{pp.get('test_ppl', '-')}"
               + (f"; cache {row['valid_ppl_cache']:.2f}/{row['test_ppl_cache']:.2f} against "
                  f"{pc.get('valid_ppl', '-')}/{pc.get('test_ppl', '-')}"
                  if "test_ppl_cache" in row else "")
               + f"; {time.time() - t0:.0f}s", flush=True)
-    history = read_csv(stem + "_history.csv")
+    history = read_stage_history(stem + "_history.csv", names)
     if history:
         plot_history(history, stem + "_history.png",
                      f"AWD-LSTM, {args.dataset}, {args.scale} scale ({args.variant})")

@@ -355,11 +355,49 @@ def test_awd_lstm_smoke_end_to_end_and_resume(tmp_path):
     assert float(ablation["paper_valid_ppl"]) == 71.1 and ablation["test_ppl_cache"] == ""
     hist = rows(os.path.join(out, "awd_lstm_ptb_smoke_history.csv"))
     assert [(h["model"], h["stage"]) for h in hist] == [
-        ("awd_lstm", "finetune"), ("awd_lstm", "train"),
-        ("awd_lstm_no_weight_dropping", "finetune"), ("awd_lstm_no_weight_dropping", "train")]
+        ("awd_lstm", "train"), ("awd_lstm", "finetune"),                  # in the order they ran
+        ("awd_lstm_no_weight_dropping", "train"), ("awd_lstm_no_weight_dropping", "finetune")]
     before = open(path).read()
     r = run(AWD, "--scale", "smoke", "--out", out, "--runs", runs)
     assert r.returncode == 0 and "skipped" in r.stdout and open(path).read() == before
+
+
+def test_stage_history_lists_stages_in_the_order_they_ran(tmp_path, monkeypatch):
+    # plot_history draws a model's rows in file order, so fine-tuning must follow training (an
+    # alphabetical sort put "finetune" first and drew the curve backwards)
+    from dualrnn import results
+
+    path = str(tmp_path / "h.csv")
+    hist = lambda stage, ppls: [dict(stage=stage, epoch=i + 1, train_ppl=p, valid_ppl=p,  # noqa: E731
+                                     averaged=stage == "finetune", seconds=1.0)
+                                for i, p in enumerate(ppls)]
+    # written out of order, fine-tuning of "b" first, an epoch replaced, a model the list lacks
+    results.update_stage_history(path, "b", "cmd", hist("finetune", [90, 80]), ["a", "b"])
+    results.update_stage_history(path, "x", "cmd", hist("train", [5]), ["a", "b"])
+    results.update_stage_history(path, "b", "cmd", hist("train", [300, 200, 100]), ["a", "b"])
+    results.update_stage_history(path, "a", "cmd", hist("train", [400, 250]), ["a", "b"])
+    results.update_stage_history(path, "b", "cmd", hist("finetune", [85]), ["a", "b"])
+    got = [(r["model"], r["stage"], int(r["epoch"]), float(r["valid_ppl"])) for r in rows(path)]
+    assert got == [("a", "train", 1, 400), ("a", "train", 2, 250),
+                   ("b", "train", 1, 300), ("b", "train", 2, 200), ("b", "train", 3, 100),
+                   ("b", "finetune", 1, 85), ("b", "finetune", 2, 80), ("x", "train", 1, 5)]
+    # a file written in the old order (fine-tuning first) is read, and rewritten, in run order
+    old = rows(path)
+    old = [r for r in old if r["stage"] == "finetune"] + [r for r in old if r["stage"] == "train"]
+    results.write_csv(path, old, results.STAGE_HISTORY_COLUMNS)
+    assert [r["stage"] for r in rows(path)][0] == "finetune"
+    assert [(r["model"], r["stage"], int(r["epoch"]), float(r["valid_ppl"]))
+            for r in results.read_stage_history(path, ["a", "b"])] == got
+    assert [(r["model"], r["stage"]) for r in rows(path)] == [g[:2] for g in got]
+    assert results.read_stage_history(str(tmp_path / "none.csv"), ["a"]) == []
+    assert not os.path.exists(tmp_path / "none.csv")
+    drawn = {}
+    import matplotlib.axes
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot",
+                        lambda self, x, y, **kw: drawn.setdefault(kw["label"], list(y)))
+    results.plot_history(rows(path), str(tmp_path / "h.png"), "t")
+    assert drawn["b"] == [300, 200, 100, 85, 80]          # fine-tuning follows training
 
 
 @pytest.mark.parametrize("script,args,needle", [
