@@ -394,8 +394,9 @@ def test_stage_history_lists_stages_in_the_order_they_ran(tmp_path, monkeypatch)
     drawn = {}
     import matplotlib.axes
 
-    monkeypatch.setattr(matplotlib.axes.Axes, "plot",
-                        lambda self, x, y, **kw: drawn.setdefault(kw["label"], list(y)))
+    plot = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda self, x, y, **kw: (
+        drawn.setdefault(kw["label"], list(y)), plot(self, x, y, **kw))[1])
     results.plot_history(rows(path), str(tmp_path / "h.png"), "t")
     assert drawn["b"] == [300, 200, 100, 85, 80]          # fine-tuning follows training
 
