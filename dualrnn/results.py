@@ -14,20 +14,27 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_DIR = os.path.join(ROOT, "results", "paper")
 
 
-def _commit():
-    """The checkout's short commit (``-dirty`` with uncommitted changes). ``$DUALRNN_COMMIT``
-    stands in where the code runs from a copy without ``.git`` (a lent GPU machine: see
-    experiments/gpu_session.sh)."""
+def _commit(root=ROOT):
+    """The checkout's short commit, ``-dirty`` when tracked files outside ``results/`` have
+    uncommitted changes (rows written by the runs themselves do not make the code dirty).
+    ``$DUALRNN_COMMIT`` stands in where the code runs from a copy without ``.git`` (a lent GPU
+    machine: see experiments/gpu_session.sh)."""
     if os.environ.get("DUALRNN_COMMIT"):
         return os.environ["DUALRNN_COMMIT"]
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
                              capture_output=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               text=True, capture_output=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":(exclude)results"], cwd=root, text=True,
+                               capture_output=True, timeout=10).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+# The code a process runs is the code it loaded when it started: a run of hours records the
+# commit of that moment, not whatever the checkout holds when its row is written.
+STARTED_AT_COMMIT = _commit()
 
 
 def accelerator_name():
@@ -92,7 +99,7 @@ def provenance() -> dict:
         import jax
 
         versions.append(f"jax {jax.__version__}")
-    return {"commit": _commit(), "date": datetime.datetime.now(datetime.timezone.utc)
+    return {"commit": STARTED_AT_COMMIT, "date": datetime.datetime.now(datetime.timezone.utc)
             .strftime("%Y-%m-%dT%H:%M:%SZ"), "device": device_name(), "backend": backend,
             "versions": "; ".join(versions)}
 

@@ -233,7 +233,7 @@ prepare)
     data=${DUALRNN_DATA:-$ROOT/../shared/data}
     cp -r "$data/ptb" .gpu/data/
     commit=$(git rev-parse --short HEAD)
-    [ -z "$(git status --porcelain --untracked-files=no)" ] || commit=$commit-dirty
+    [ -z "$(git status --porcelain --untracked-files=no -- . ":(exclude)results")" ] || commit=$commit-dirty
     echo "$commit" > .gpu/commit
     du -sh .whl .gpu
     echo "commit recorded for provenance: $commit"

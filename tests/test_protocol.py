@@ -225,6 +225,39 @@ def test_result_csvs_are_plain():
                                                   for c in frame.columns), path
 
 
+def test_commit_provenance_ignores_result_rows_and_is_taken_at_start(tmp_path, monkeypatch):
+    """A row's ``commit`` says which code ran: rows that earlier runs wrote under ``results/``
+    do not make it ``-dirty`` (a second row of a CSV once did), an edited source file does, and
+    a process records the commit it started at, not the one checked out when its row is
+    written (runs last hours while commits land)."""
+    import shutil
+    import subprocess
+
+    from dualrnn import results
+
+    if not shutil.which("git"):
+        pytest.skip("no git")
+    monkeypatch.delenv("DUALRNN_COMMIT", raising=False)
+    git = lambda *a: subprocess.run(  # noqa: E731
+        ["git", "-c", "user.email=t@t", "-c", "user.name=t", *a], cwd=tmp_path, check=True,
+        capture_output=True, text=True).stdout.strip()
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "t.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("commit", "-q", "-m", "one")
+    head = git("rev-parse", "--short", "HEAD")
+    assert results._commit(tmp_path) == head
+    (tmp_path / "results" / "t.csv").write_text("a,b\n1,2\n3,4\n")
+    assert results._commit(tmp_path) == head
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert results._commit(tmp_path) == head + "-dirty"
+    monkeypatch.setattr(results, "STARTED_AT_COMMIT", "abc1234")
+    monkeypatch.setattr(results, "_commit", lambda root=None: "moved-on")
+    assert results.provenance()["commit"] == "abc1234"
+
+
 @pytest.mark.parametrize("flags,suffix", [("fpu sse2 avx2 fma", ""),
                                           ("fpu sse2 avx2 avx512f avx512bw", ", AVX-512")])
 @pytest.mark.parametrize("pinned", [False, True])
