@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_DIR = os.path.join(ROOT, "results", "paper")
 
 
-def _commit(root=ROOT):
+def checkout_commit(root=ROOT):
     """The checkout's short commit, ``-dirty`` when tracked files outside ``results/`` have
     uncommitted changes (rows written by the runs themselves do not make the code dirty).
     ``$DUALRNN_COMMIT`` stands in where the code runs from a copy without ``.git`` (a lent GPU
@@ -34,7 +34,7 @@ def _commit(root=ROOT):
 
 # The code a process runs is the code it loaded when it started: a run of hours records the
 # commit of that moment, not whatever the checkout holds when its row is written.
-STARTED_AT_COMMIT = _commit()
+STARTED_AT_COMMIT = checkout_commit()
 
 
 def accelerator_name():

@@ -232,8 +232,8 @@ prepare)
     done
     data=${DUALRNN_DATA:-$ROOT/../shared/data}
     cp -r "$data/ptb" .gpu/data/
-    commit=$(git rev-parse --short HEAD)
-    [ -z "$(git status --porcelain --untracked-files=no -- . ":(exclude)results")" ] || commit=$commit-dirty
+    commit=$(env -u DUALRNN_COMMIT $PY -c \
+        "from dualrnn.results import checkout_commit; print(checkout_commit())")
     echo "$commit" > .gpu/commit
     du -sh .whl .gpu
     echo "commit recorded for provenance: $commit"

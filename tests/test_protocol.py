@@ -248,13 +248,13 @@ def test_commit_provenance_ignores_result_rows_and_is_taken_at_start(tmp_path, m
     git("add", ".")
     git("commit", "-q", "-m", "one")
     head = git("rev-parse", "--short", "HEAD")
-    assert results._commit(tmp_path) == head
+    assert results.checkout_commit(tmp_path) == head
     (tmp_path / "results" / "t.csv").write_text("a,b\n1,2\n3,4\n")
-    assert results._commit(tmp_path) == head
+    assert results.checkout_commit(tmp_path) == head
     (tmp_path / "code.py").write_text("x = 2\n")
-    assert results._commit(tmp_path) == head + "-dirty"
+    assert results.checkout_commit(tmp_path) == head + "-dirty"
     monkeypatch.setattr(results, "STARTED_AT_COMMIT", "abc1234")
-    monkeypatch.setattr(results, "_commit", lambda root=None: "moved-on")
+    monkeypatch.setattr(results, "checkout_commit", lambda root=None: "moved-on")
     assert results.provenance()["commit"] == "abc1234"
 
 
