@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import math
 import os
 import platform
 import subprocess
@@ -170,6 +171,52 @@ def paper_awd(name: str = "awd_lstm") -> dict:
     for r in read_csv(os.path.join(PAPER_DIR, f"{name}.csv")):
         out[(r["dataset"], r["model"])] = {k: float(v) for k, v in r.items()
                                            if k not in ("dataset", "model", "source") and v}
+    return out
+
+
+def paper_awd_log(dataset: str) -> dict:
+    """The AWD-GRU/biLSTM report's own training runs on ``dataset``, every epoch of the training
+    stage as its authors' logs print it (``paper/awd_gru_bilstm_logs.csv``, from
+    soyoung97/awd-lstm-gru@e78a2b6 ``logs/``): model -> rows in epoch order, each a dict of
+    ``epoch`` (int), ``valid_ppl``, ``seconds`` (floats), ``averaged`` (bool: after the switch to
+    ASGD) and ``test_ppl`` (float on the last epoch, else None)."""
+    if dataset not in ("ptb", "wikitext-2"):
+        raise ValueError(f"dataset={dataset!r} is not allowed: 'ptb' or 'wikitext-2'")
+    out = {}
+    for r in read_csv(os.path.join(PAPER_DIR, "awd_gru_bilstm_logs.csv")):
+        if r["dataset"] == dataset:
+            out.setdefault(r["model"], []).append(dict(
+                epoch=int(r["epoch"]), valid_ppl=float(r["valid_ppl"]),
+                seconds=float(r["seconds"]), averaged=r["averaged"] == "True",
+                test_ppl=float(r["test_ppl"]) if r["test_ppl"] else None))
+    return {m: sorted(rows, key=lambda x: x["epoch"]) for m, rows in out.items()}
+
+
+VERSUS_LOG_COLUMNS = ["model", "epoch", "valid_ppl", "log_valid_ppl", "valid_vs_log_pct",
+                      "valid_loss", "log_valid_loss", "seconds", "log_seconds", "averaged",
+                      "log_averaged", "command"]
+
+
+def versus_log(history_rows, log: dict) -> list[dict]:
+    """Each training-stage epoch of ``history_rows`` (a stage history's rows) beside the same
+    epoch of the authors' run in ``log`` (``paper_awd_log``): ``VERSUS_LOG_COLUMNS``, the
+    difference in % of the log's, and both as cross-entropy (nats a word, ``ln ppl``: the scale
+    on which a diverged run's 1e13-1e24 perplexities can be compared). Fine-tuning rows are
+    left out: the authors fine-tuned after 500-750 epochs, so no epoch of theirs matches ours."""
+    out = []
+    for r in history_rows:
+        theirs = {x["epoch"]: x for x in log.get(r["model"], [])}.get(int(r["epoch"]))
+        if r["stage"] != "train" or theirs is None:
+            continue
+        ours = float(r["valid_ppl"])
+        out.append(dict(model=r["model"], epoch=int(r["epoch"]), valid_ppl=round(ours, 2),
+                        log_valid_ppl=theirs["valid_ppl"],
+                        valid_vs_log_pct=pct(ours, theirs["valid_ppl"]),
+                        valid_loss=round(math.log(ours), 2),
+                        log_valid_loss=round(math.log(theirs["valid_ppl"]), 2),
+                        seconds=round(float(r["seconds"]), 1), log_seconds=theirs["seconds"],
+                        averaged=r["averaged"], log_averaged=theirs["averaged"],
+                        command=r["command"]))
     return out
 
 

@@ -18,8 +18,14 @@ smoke scale's epochs as a plain Keras model on windows of the training split, an
 validation perplexity beside the causal models': near 1, because each prediction reads the word
 it is asked to predict. Nothing of it is written to the results.
 
-Writes results/awd_gru_bilstm_<dataset>_<scale>.csv and ..._history.csv/.png; finished rows are
-not rerun, interrupted ones resume from --runs.
+The report has no perplexity table, but its authors' logs (soyoung97/awd-lstm-gru@e78a2b6,
+``logs/``) print every epoch of its runs: ``results/paper/awd_gru_bilstm_logs.csv``. Beyond the
+smoke scale each training epoch's validation perplexity is written beside the log's same epoch
+(``..._vs_log.csv``) and drawn dashed in the plot; the table prints the logs' final test
+perplexities (after 500 / 750 epochs).
+
+Writes results/awd_gru_bilstm_<dataset>_<scale>.csv, ..._history.csv/.png and ..._vs_log.csv;
+finished rows are not rerun, interrupted ones resume from --runs.
 """
 
 from __future__ import annotations
@@ -101,12 +107,23 @@ def bidirectional_leak(corpus, preset, seed):
             float(np.exp(model.evaluate(vx, vy, batch_size=batch, verbose=0))), error)
 
 
+def unigram_perplexity(corpus):
+    """Validation and test perplexity of the add-one unigram model of ``corpus``'s training
+    split: what a language model that ignores the context scores."""
+    import numpy as np
+
+    counts = np.bincount(corpus.train, minlength=corpus.vocab_size) + 1.0
+    logp = np.log(counts / counts.sum())
+    return tuple(float(np.exp(-logp[split].mean())) for split in (corpus.valid, corpus.test))
+
+
 def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
     from dualrnn import data
     from dualrnn.experiment import run_awd
-    from dualrnn.results import (paper_awd, plot_history, provenance, read_csv,
-                                 read_stage_history, update_csv, update_stage_history)
+    from dualrnn.results import (VERSUS_LOG_COLUMNS, paper_awd, paper_awd_log, plot_history,
+                                 provenance, read_csv, read_stage_history, update_csv,
+                                 update_stage_history, versus_log, write_csv)
 
     try:
         corpus = data.load_corpus(args.dataset, "standard")
@@ -156,17 +173,42 @@ def main(argv=None):
               f"{row['params']:,} parameters, {row['seconds_per_epoch']} s/epoch; "
               f"{time.time() - t0:.0f}s", flush=True)
     history = read_stage_history(stem + "_history.csv", MODELS)
+    # the authors' own runs, epoch by epoch (not at the smoke scale: other widths and corpora)
+    log = paper_awd_log(args.dataset) if args.scale != "smoke" else {}
+    versus = versus_log(history, log)
+    if versus:
+        write_csv(stem + "_vs_log.csv", versus, VERSUS_LOG_COLUMNS)
     if history:
-        plot_history(history, stem + "_history.png",
-                     f"AWD-LSTM / AWD-GRU, {args.dataset}, {args.scale} scale")
+        trained = {m: sum(r["model"] == m and r["stage"] == "train" for r in history)
+                   for m in MODELS}
+        logged = [dict(model=f"{m} (authors' log)", valid_ppl=x["valid_ppl"])
+                  for m in MODELS for x in log.get(m, []) if x["epoch"] <= trained[m]]
+        names = [n for m in MODELS if trained[m] for n in (m, f"{m} (authors' log)")]
+        plot_history(history + logged, stem + "_history.png",
+                     f"AWD-LSTM / AWD-GRU, {args.dataset}, {args.scale} scale"
+                     + (" (dashed: the report's logs)" if logged else ""),
+                     names=names, dashed={r["model"] for r in logged})
     print(f"{'model':<10}{'params':>12}{'paper':>7} | {'s/epoch':>8}{'paper':>7} | "
-          f"{'valid':>8}{'test':>8}")
+          f"{'valid':>8}{'test':>8} | {'log test':>9} (the authors' run, all its epochs)")
     for name in MODELS:
         r = rows.get(name)
         if r:
+            end = log.get(name, [{}])[-1]
             print(f"{name:<10}{int(r['params']):>12,}{r['paper_params_millions'] or '-':>6}M | "
                   f"{r['seconds_per_epoch']:>8}{r['paper_seconds_per_epoch'] or '-':>7} | "
-                  f"{float(r['valid_ppl']):>8.2f}{float(r['test_ppl']):>8.2f}")
+                  f"{float(r['valid_ppl']):>8.2f}{float(r['test_ppl']):>8.2f} | "
+                  f"{end.get('test_ppl') or '-':>9}")
+    uni_valid, uni_test = unigram_perplexity(corpus)
+    print(f"{'unigram':<10}{'':>12}{'':>7} | {'':>8}{'':>7} | {uni_valid:>8.2f}{uni_test:>8.2f} | "
+          f"(add-one word frequencies of the training split: the floor a language model must "
+          f"beat)")
+    if versus:
+        print(f"\nvalidation perplexity per training epoch beside the authors' logs "
+              f"({stem}_vs_log.csv; nats = ln ppl):")
+        for v in versus:
+            print(f"{v['model']:<8} epoch {v['epoch']:>3}: {v['valid_ppl']:>14.6g} vs "
+                  f"{v['log_valid_ppl']:>14.6g} ({v['valid_vs_log_pct']:+.2f} %; "
+                  f"{v['valid_loss']:.2f} vs {v['log_valid_loss']:.2f} nats)")
     if args.show_leak:
         leak_preset = presets.awd_lstm(args.dataset, "code", "smoke")
         train_ppl, valid_ppl, error = bidirectional_leak(corpus, leak_preset, args.seed)

@@ -590,6 +590,18 @@ def test_awd_gru_preset_parameter_counts():
         assert int(expected // 1e6) == paper
 
 
+def test_awd_gru_takes_each_corpus_code_dropouts():
+    # the report's authors' logs: PTB runs with the code's PTB command, WikiText-2 runs with its
+    # WikiText-2 command (input 0.65, between layers 0.2), as their AWD-LSTM
+    for dataset, (inp, internal) in (("ptb", (0.4, 0.25)), ("wikitext-2", (0.65, 0.2))):
+        lstm = presets.awd_lstm_model(dataset, "code")
+        for layers in (3, 5):
+            gru = presets.awd_gru_model(dataset, layers)
+            assert gru.cell == "weight_drop_gru"
+            assert (gru.input_dropout, gru.internal_dropout) == (inp, internal)
+            assert gru.replace(cell=lstm.cell, recurrent_units=lstm.recurrent_units) == lstm
+
+
 def test_bounded_awd_preset_names_what_it_changed():
     p = presets.awd_bounded(presets.awd_lstm("ptb"), max_epochs=2, bptt_bucket=5)
     assert p.train.epochs == 2 and p.train.bptt_bucket == 5

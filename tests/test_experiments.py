@@ -433,6 +433,64 @@ def test_awd_gru_smoke_and_the_leak(tmp_path):
     assert leak < float(row["valid_ppl"]) / 2            # the biLSTM's impossible perplexity
 
 
+def test_awd_gru_rows_are_set_beside_the_authors_logs(tmp_path, capsys, monkeypatch):
+    """Beyond the smoke scale, each training epoch is compared with the same epoch of the
+    report's logs; fine-tuning epochs are not (the authors fine-tuned after 500 epochs)."""
+    import importlib
+
+    from dualrnn.results import STAGE_HISTORY_COLUMNS, write_csv
+
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "experiments"))
+    script = importlib.import_module("awd_gru_bilstm")
+    out = tmp_path / "out"
+    out.mkdir()
+    stem = str(out / "awd_gru_bilstm_ptb_small")
+    finished = [dict(dataset="ptb", model=m, scale="small", params=p, paper_params_millions="",
+                     seconds_per_epoch=1, paper_seconds_per_epoch="", valid_ppl=v, test_ppl=v)
+                for m, p, v in (("lstm", 24_210_800, 150.0), ("gru", 19_168_700, 3e9))]
+    write_csv(stem + ".csv", finished, script.COLUMNS)
+    ours = {("lstm", "train", 1): 300.0, ("lstm", "train", 2): 216.01,
+            ("lstm", "finetune", 1): 140.0, ("gru", "train", 1): 3e12}
+    write_csv(stem + "_history.csv",
+              [dict(model=m, stage=s, epoch=e, train_ppl=1, valid_ppl=v, averaged=s == "finetune",
+                    seconds=10, command="c") for (m, s, e), v in ours.items()],
+              STAGE_HISTORY_COLUMNS)
+    assert script.main(["--scale", "small", "--models", "lstm,gru", "--out", str(out),
+                        "--runs", str(tmp_path / "runs")]) == 0
+    versus = rows(stem + "_vs_log.csv")
+    assert [(v["model"], v["epoch"]) for v in versus] == [("lstm", "1"), ("lstm", "2"),
+                                                          ("gru", "1")]
+    # soyoung97/awd-lstm-gru logs/ptb-lstm.log: epochs 1-2 valid ppl 326.98, 216.01;
+    # logs/ptb-gru.log: epoch 1 valid ppl 3367802505198.30 (diverged, valid loss 28.85)
+    assert [float(v["log_valid_ppl"]) for v in versus] == [326.98, 216.01, 3367802505198.30]
+    assert float(versus[0]["valid_vs_log_pct"]) == round(100 * (300 - 326.98) / 326.98, 2)
+    assert float(versus[1]["valid_vs_log_pct"]) == 0.0
+    assert float(versus[2]["log_valid_loss"]) == 28.85
+    assert float(versus[2]["valid_loss"]) == round(math.log(3e12), 2)
+    printed = capsys.readouterr().out
+    assert "58.98" in printed and "655.29" in printed       # the logs' final test perplexities
+    unigram = printed.split("\nunigram")[1].split("|")[2].split()
+    assert 600 < float(unigram[1]) < float(unigram[0]) < 750      # PTB: 640 test, 685 valid
+    assert os.path.getsize(stem + "_history.png") > 0
+
+
+def test_the_authors_logs_are_read_whole():
+    from dualrnn.results import paper_awd_log
+
+    ptb, wt2 = paper_awd_log("ptb"), paper_awd_log("wikitext-2")
+    assert {m: len(r) for m, r in ptb.items()} == {"lstm": 500, "gru": 500, "gru_5": 500}
+    assert {m: len(r) for m, r in wt2.items()} == {"lstm": 750, "gru": 750}
+    for runs in (ptb, wt2):
+        for log in runs.values():
+            assert [x["epoch"] for x in log] == list(range(1, len(log) + 1))
+            flags = [x["averaged"] for x in log]        # once switched to ASGD, it stays so
+            assert flags == sorted(flags) and flags[-1]
+            assert [x["test_ppl"] is not None for x in log] == [False] * (len(log) - 1) + [True]
+    assert ptb["lstm"][-1]["test_ppl"] == 58.98 and ptb["gru_5"][-1]["test_ppl"] == 667.26
+    with pytest.raises(ValueError, match="dataset='wt2' is not allowed"):
+        paper_awd_log("wt2")
+
+
 class _Reached(Exception):
     pass
 
