@@ -199,7 +199,7 @@ def main(argv=None):
                   f"{float(r['valid_ppl']):>8.2f}{float(r['test_ppl']):>8.2f} | "
                   f"{end.get('test_ppl') or '-':>9}")
     uni_valid, uni_test = unigram_perplexity(corpus)
-    print(f"{'unigram':<10}{'':>12}{'':>7} | {'':>8}{'':>7} | {uni_valid:>8.2f}{uni_test:>8.2f} | "
+    print(f"{'unigram':<10}{'':>19} | {'':>15} | {uni_valid:>8.2f}{uni_test:>8.2f} | "
           f"(add-one word frequencies of the training split: the floor a language model must "
           f"beat)")
     if versus:
