@@ -203,9 +203,10 @@ def versus_log(history_rows, log: dict) -> list[dict]:
     difference in % of the log's, and both as cross-entropy (nats a word, ``ln ppl``: the scale
     on which a diverged run's 1e13-1e24 perplexities can be compared). Fine-tuning rows are
     left out: the authors fine-tuned after 500-750 epochs, so no epoch of theirs matches ours."""
+    by_epoch = {m: {x["epoch"]: x for x in rows} for m, rows in log.items()}
     out = []
     for r in history_rows:
-        theirs = {x["epoch"]: x for x in log.get(r["model"], [])}.get(int(r["epoch"]))
+        theirs = by_epoch.get(r["model"], {}).get(int(r["epoch"]))
         if r["stage"] != "train" or theirs is None:
             continue
         ours = float(r["valid_ppl"])
