@@ -288,7 +288,9 @@ def plot_history(history_rows, path, title, names=None, dashed=()):
     """Validation perplexity per epoch of each model in ``history_rows`` (dicts with "model" and
     "valid_ppl"; x is the row's position among that model's rows, so stages that restart their
     epoch count, e.g. AWD-LSTM's fine-tuning, follow on), as a PNG written atomically. ``names``
-    orders the curves (default: first appearance); models named in ``dashed`` are dashed."""
+    orders the curves (default: first appearance); models named in ``dashed`` are dashed, and
+    where ``dashed`` maps a curve to another (e.g. an author's log to our run of that model) it
+    takes that curve's colour. Returns ``{name: colour}`` of the curves drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -296,14 +298,19 @@ def plot_history(history_rows, path, title, names=None, dashed=()):
 
     from dualrnn.files import write_atomic
 
+    partner = dashed if isinstance(dashed, dict) else {}
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    colours = {}
     for name in names or dict.fromkeys(r["model"] for r in history_rows):
         ys = [float(r["valid_ppl"]) for r in history_rows if r["model"] == name]
         if ys:
-            ax.plot(range(1, len(ys) + 1), ys, marker="o", ms=3,
-                    ls="--" if name in dashed else "-", label=name)
+            (line,) = ax.plot(range(1, len(ys) + 1), ys, marker="o", ms=3,
+                              ls="--" if name in dashed else "-", label=name,
+                              color=colours.get(partner.get(name)))
+            colours[name] = line.get_color()
     ax.set(xlabel="epoch", ylabel="validation perplexity", title=title, yscale="log")
     ax.legend()
     fig.tight_layout()
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
+    return colours

@@ -187,7 +187,8 @@ def main(argv=None):
         plot_history(history + logged, stem + "_history.png",
                      f"AWD-LSTM / AWD-GRU, {args.dataset}, {args.scale} scale"
                      + (" (dashed: the report's logs)" if logged else ""),
-                     names=names, dashed={r["model"] for r in logged})
+                     names=names,
+                     dashed={f"{m} (authors' log)": m for m in MODELS if trained[m]})
     print(f"{'model':<10}{'params':>12}{'paper':>7} | {'s/epoch':>8}{'paper':>7} | "
           f"{'valid':>8}{'test':>8} | {'log test':>9} (the authors' run, all its epochs)")
     for name in MODELS:

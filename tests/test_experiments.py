@@ -401,6 +401,22 @@ def test_stage_history_lists_stages_in_the_order_they_ran(tmp_path, monkeypatch)
     assert drawn["b"] == [300, 200, 100, 85, 80]          # fine-tuning follows training
 
 
+def test_a_dashed_log_curve_takes_its_models_colour(tmp_path):
+    from dualrnn import results
+
+    rows_ = [dict(model=m, valid_ppl=p) for m, p in
+             [("lstm", 300), ("lstm", 200), ("gru", 1e12), ("lstm (log)", 320), ("gru (log)", 3e12)]]
+    names = ["lstm", "lstm (log)", "gru", "gru (log)"]
+    paired = results.plot_history(rows_, str(tmp_path / "a.png"), "t", names=names,
+                                  dashed={"lstm (log)": "lstm", "gru (log)": "gru"})
+    assert paired["lstm (log)"] == paired["lstm"] and paired["gru (log)"] == paired["gru"]
+    assert paired["lstm"] != paired["gru"]
+    # a plain set of dashed names keeps matplotlib's cycle: four curves, four colours
+    cycled = results.plot_history(rows_, str(tmp_path / "b.png"), "t", names=names,
+                                  dashed={"lstm (log)", "gru (log)"})
+    assert len(set(cycled.values())) == 4 and os.path.getsize(tmp_path / "b.png") > 0
+
+
 @pytest.mark.parametrize("script,args,needle", [
     (AWD, ["--ablations", "weight_drop"], "weight_drop"),
     (AWD, ["--no-main"], "--no-main needs --ablations"),
