@@ -24,6 +24,9 @@
 #                    (issue 13)
 #   lane b (core 1): Table 1 small lstm/dual_lstm (issue 11), SCRN Table 2 300x40 (full scale),
 #                    Table 7 small, alphas 0.85, 0.88 and 0.90, then AWD-GRU/biLSTM small lstm, gru
+# Then SCRN Table 4 (PTB, small models) at the full scale, the paper's 50-60 epochs, about 10-12
+# hours a model on one core (no GPU has been lent): lane a scrn_nd_wt (Table 5 shares it), then
+# scrn_nd; lane b scrn_vd_wt, then lstm_vd_wt (its same-budget LSTM), then scrn_vd.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 cmd=${1:-start}
@@ -73,6 +76,8 @@ case "$which" in
             --backend jax "${R[@]}"
         run awd_gru_small.log experiments/awd_gru_bilstm.py --dataset ptb --scale small \
             --models gru_5 "${R[@]}"
+        run scrn_t4_full.log experiments/scrn.py --table 4 --dataset ptb --size small \
+            --scale full --models scrn_nd_wt,scrn_nd --backend jax "${R[@]}"
         ;;
     b)
         core=1
@@ -84,6 +89,8 @@ case "$which" in
             --backend jax "${R[@]}"
         run awd_gru_small_b.log experiments/awd_gru_bilstm.py --dataset ptb --scale small \
             --models lstm,gru "${R[@]}"
+        run scrn_t4_full_b.log experiments/scrn.py --table 4 --dataset ptb --size small \
+            --scale full --models scrn_vd_wt,lstm_vd_wt,scrn_vd --backend jax "${R[@]}"
         ;;
     *) echo "cpu_queue.sh: lane '$which' is not a or b" >&2; exit 2 ;;
 esac
