@@ -531,3 +531,26 @@ def test_checkpoint_minutes_reaches_training(script, runner, monkeypatch, tmp_pa
         main(["--scale", "smoke", "--checkpoint-minutes", "2.5", "--out", str(tmp_path / "out"),
               "--runs", str(tmp_path / "runs"), "--quiet"])
     assert seen["checkpoint_every"] == 150.0
+
+
+def test_every_run_of_the_cpu_queue_passes_its_scripts_parser(tmp_path, monkeypatch):
+    """A typo in a queued command would cost a lane its hours unnoticed: each ``run LOG SCRIPT
+    ARGS`` of experiments/cpu_queue.sh must pass that script's own argument checks."""
+    import importlib
+    import shlex
+
+    with open(os.path.join(ROOT, "experiments", "cpu_queue.sh")) as f:
+        text = f.read().replace("\\\n", " ")
+    runs = [shlex.split(line)[2:] for line in text.splitlines() if line.strip().startswith("run ")]
+    assert len(runs) >= 10 and {r[0] for r in runs} >= {"experiments/scrn.py",
+                                                        "experiments/awd_gru_bilstm.py"}
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "experiments"))
+    for script, *args in runs:
+        assert os.path.exists(os.path.join(ROOT, script)), script
+        args = [a for a in args if a != "${R[@]}"] + ["--runs", str(tmp_path / "runs"),
+                                                       "--checkpoint-minutes", "5"]
+        parse = importlib.import_module(os.path.basename(script)[:-3]).parse
+        parsed = parse(args)                       # exits 2 (SystemExit) on a bad argument
+        assert parsed.scale in ("small", "full"), (script, args)
+    with pytest.raises(SystemExit):                # and the check can fail
+        importlib.import_module("scrn").parse(["--table", "4", "--models", "scrn_nd_wt,scrn_xx"])
