@@ -404,8 +404,8 @@ def test_stage_history_lists_stages_in_the_order_they_ran(tmp_path, monkeypatch)
 def test_a_dashed_log_curve_takes_its_models_colour(tmp_path):
     from dualrnn import results
 
-    rows_ = [dict(model=m, valid_ppl=p) for m, p in
-             [("lstm", 300), ("lstm", 200), ("gru", 1e12), ("lstm (log)", 320), ("gru (log)", 3e12)]]
+    curves = [("lstm", 300), ("lstm", 200), ("gru", 1e12), ("lstm (log)", 320), ("gru (log)", 3e12)]
+    rows_ = [dict(model=m, valid_ppl=p) for m, p in curves]
     names = ["lstm", "lstm (log)", "gru", "gru (log)"]
     paired = results.plot_history(rows_, str(tmp_path / "a.png"), "t", names=names,
                                   dashed={"lstm (log)": "lstm", "gru (log)": "gru"})
