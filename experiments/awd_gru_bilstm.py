@@ -181,14 +181,14 @@ def main(argv=None):
     if history:
         trained = {m: sum(r["model"] == m and r["stage"] == "train" for r in history)
                    for m in MODELS}
-        logged = [dict(model=f"{m} (authors' log)", valid_ppl=x["valid_ppl"])
-                  for m in MODELS for x in log.get(m, []) if x["epoch"] <= trained[m]]
-        names = [n for m in MODELS if trained[m] for n in (m, f"{m} (authors' log)")]
+        log_curve = {m: f"{m} (authors' log)" for m in MODELS if trained[m]}
+        logged = [dict(model=curve, valid_ppl=x["valid_ppl"]) for m, curve in log_curve.items()
+                  for x in log.get(m, []) if x["epoch"] <= trained[m]]
         plot_history(history + logged, stem + "_history.png",
                      f"AWD-LSTM / AWD-GRU, {args.dataset}, {args.scale} scale"
                      + (" (dashed: the report's logs)" if logged else ""),
-                     names=names,
-                     dashed={f"{m} (authors' log)": m for m in MODELS if trained[m]})
+                     names=[n for m, curve in log_curve.items() for n in (m, curve)],
+                     dashed={curve: m for m, curve in log_curve.items()})
     print(f"{'model':<10}{'params':>12}{'paper':>7} | {'s/epoch':>8}{'paper':>7} | "
           f"{'valid':>8}{'test':>8} | {'log test':>9} (the authors' run, all its epochs)")
     for name in MODELS:
