@@ -24,6 +24,9 @@
 #                    (issue 13)
 #   lane b (core 1): Table 1 small lstm/dual_lstm (issue 11), SCRN Table 2 300x40 (full scale),
 #                    Table 7 small, alphas 0.85, 0.88 and 0.90, then AWD-GRU/biLSTM small lstm, gru
+# The AWD-GRU rows run on JAX: on the AVX2 machine of 2026-12-06 (no AVX-512) TensorFlow's
+# one-core training step of the 3-layer AWD-GRU took 2.3 times as long as JAX's (README, "The CPU
+# queue"); on an earlier machine, TensorFlow had been 1.3 times faster for AWD-LSTM on 2 cores.
 # Then SCRN Table 4 (PTB, small models) at the full scale, the paper's 50-60 epochs, about 10-12
 # hours a model on one core (no GPU has been lent): lane a scrn_nd_wt (Table 5 shares it), then
 # scrn_nd; lane b scrn_vd_wt, then lstm_vd_wt (its same-budget LSTM), then scrn_vd.
@@ -75,7 +78,7 @@ case "$which" in
         run scrn_t7.log experiments/scrn.py --table 7 --scale small --models 0.99,0.97,0.95 \
             --backend jax "${R[@]}"
         run awd_gru_small.log experiments/awd_gru_bilstm.py --dataset ptb --scale small \
-            --models gru_5 "${R[@]}"
+            --models gru_5 --backend jax "${R[@]}"
         run scrn_t4_full.log experiments/scrn.py --table 4 --dataset ptb --size small \
             --scale full --models scrn_nd_wt,scrn_nd --backend jax "${R[@]}"
         ;;
@@ -88,7 +91,7 @@ case "$which" in
         run scrn_t7b.log experiments/scrn.py --table 7 --scale small --models 0.85,0.88,0.90 \
             --backend jax "${R[@]}"
         run awd_gru_small_b.log experiments/awd_gru_bilstm.py --dataset ptb --scale small \
-            --models lstm,gru "${R[@]}"
+            --models lstm,gru --backend jax "${R[@]}"
         run scrn_t4_full_b.log experiments/scrn.py --table 4 --dataset ptb --size small \
             --scale full --models scrn_vd_wt,lstm_vd_wt,scrn_vd --backend jax "${R[@]}"
         ;;
