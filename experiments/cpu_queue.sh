@@ -24,9 +24,9 @@
 #                    (issue 13)
 #   lane b (core 1): Table 1 small lstm/dual_lstm (issue 11), SCRN Table 2 300x40 (full scale),
 #                    Table 7 small, alphas 0.85, 0.88 and 0.90, then AWD-GRU/biLSTM small lstm, gru
-# The AWD-GRU rows run on JAX: on the AVX2 machine of 2026-12-06 (no AVX-512) TensorFlow's
-# one-core training step of the 3-layer AWD-GRU took 2.3 times as long as JAX's (README, "The CPU
-# queue"); on an earlier machine, TensorFlow had been 1.3 times faster for AWD-LSTM on 2 cores.
+# The AWD-GRU rows run on JAX, where they were restarted on 2026-12-06 (their checkpoints resume
+# on it): TensorFlow's one-core training step of the 3-layer AWD-GRU then took 2.3 times as long
+# as JAX's, until 0.4.6 gave the GRU kernel a hand-written backward (README, "The CPU queue").
 # Then SCRN Table 4 (PTB, small models) at the full scale, the paper's 50-60 epochs, about 10-12
 # hours a model on one core (no GPU has been lent): lane a scrn_nd_wt (Table 5 shares it), then
 # scrn_nd; lane b scrn_vd_wt, then lstm_vd_wt (its same-budget LSTM), then scrn_vd.

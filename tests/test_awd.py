@@ -579,6 +579,135 @@ def test_weight_drop_gru_is_keras_gru_with_one_mask_per_call(reset_after, rng):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+class GRUOnly(keras.Model):
+    """A ``WeightDropGRUCell`` run by Keras's RNN or by the fused kernel, for gradient checks."""
+
+    def __init__(self, fast, **cell_args):
+        from dualrnn.layers import WeightDropGRUCell
+
+        super().__init__()
+        self.rnn = keras.layers.RNN(WeightDropGRUCell(4, seed=2, **cell_args),
+                                    return_sequences=True, return_state=True)
+        self.fast = fast
+
+    def call(self, x, training=False):
+        if self.fast:
+            if not self.rnn.built:
+                self.rnn.build(tuple(x.shape))
+            ys, h = fused.run_sequence(self.rnn.cell, x, training=training)
+        else:
+            ys, h = self.rnn(x, training=training)
+        return ys + keras.ops.expand_dims(0.5 * h, 1)
+
+
+@pytest.mark.parametrize("handwritten", [pytest.param(True, marks=pytest.mark.jax), False])
+@pytest.mark.parametrize("cell_args", [dict(weight_dropout=0.5), dict(weight_dropout=0.0),
+                                       dict(weight_dropout=0.5, dropout=0.3)],
+                         ids=["weight_drop", "no_dropout", "weight_and_input_dropout"])
+def test_weight_drop_gru_kernel_gradients_equal_keras_rnn(cell_args, handwritten, rng,
+                                                          monkeypatch):
+    """One SGD step through the fused GRU kernel (its hand-written backward, ``gru_recurrence``,
+    and automatic differentiation of its loop) moves every weight as the same step through
+    ``keras.layers.RNN`` does, with the same weight mask drawn in training."""
+    from dualrnn.streaming import jit_compile_default
+
+    monkeypatch.setattr(fused, "HANDWRITTEN_BACKWARD", handwritten)
+    x = rng.normal(size=(3, 7, 5)).astype("float32")
+    y = rng.normal(size=(3, 7, 4)).astype("float32")
+    models = []
+    for fast in (False, True):
+        keras.utils.set_random_seed(7)
+        m = GRUOnly(fast, **cell_args)
+        m(x)
+        models.append(m)
+    for a, b in zip(*(m.trainable_weights for m in models)):
+        w = rng.normal(0, 0.5, a.shape).astype("float32")
+        a.assign(w)
+        b.assign(w)
+    before = [numpy(v) for v in models[0].trainable_weights]
+    for m in models:
+        m.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse",
+                  jit_compile=jit_compile_default())
+        m.train_on_batch(x, y)
+    for w0, a, b in zip(before, *(m.trainable_weights for m in models)):
+        assert np.abs(w0 - numpy(a)).max() > 1e-4, f"{a.path} did not move"
+        np.testing.assert_allclose(w0 - numpy(b), w0 - numpy(a), rtol=1e-4, atol=2e-6,
+                                   err_msg=a.path)
+
+
+@pytest.mark.jax
+def test_gru_recurrence_backward_equals_numpy():
+    """``gru_recurrence``'s hand-written gradients against a numpy backward pass written
+    independently (loss: the sum of every output times fixed random weights)."""
+    g = np.random.default_rng(5)
+    T, B, H = 6, 2, 3
+    proj = g.normal(size=(T, B, 3 * H))
+    h0 = g.normal(size=(B, H)) * 0.5
+    U = g.normal(size=(H, 3 * H)) * 0.6
+    b = g.normal(size=(3 * H,)) * 0.3
+    wy, wh = g.normal(size=(T, B, H)), g.normal(size=(B, H))
+
+    def forward(proj, h0, U, b):
+        sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+        h, hs, cache = h0, [], []
+        for t in range(T):
+            a = h @ U + b
+            z, r = sig(proj[t, :, :H] + a[:, :H]), sig(proj[t, :, H:2 * H] + a[:, H:2 * H])
+            n = np.tanh(proj[t, :, 2 * H:] + r * a[:, 2 * H:])
+            cache.append((h, a, z, r, n))
+            h = z * h + (1 - z) * n
+            hs.append(h)
+        return np.stack(hs), h, cache
+
+    hs, h_last, cache = forward(proj, h0, U, b)
+    d_proj, dU, db = np.zeros_like(proj), np.zeros_like(U), np.zeros_like(b)
+    dh = wh.copy()
+    for t in reversed(range(T)):
+        hp, a, z, r, n = cache[t]
+        dh = dh + wy[t]
+        dpre_n = dh * (1 - z) * (1 - n ** 2)
+        dpre_z = dh * (hp - n) * z * (1 - z)
+        dpre_r = dpre_n * a[:, 2 * H:] * r * (1 - r)
+        d_proj[t] = np.concatenate([dpre_z, dpre_r, dpre_n], -1)
+        da = np.concatenate([dpre_z, dpre_r, dpre_n * r], -1)
+        dU += hp.T @ da
+        db += da.sum(0)
+        dh = dh * z + da @ U.T
+    f32 = lambda v: keras.ops.convert_to_tensor(v.astype("float32"))  # noqa: E731
+    args = [f32(v) for v in (proj, h0, U, b)]
+    ys, last = fused.gru_recurrence(*args)
+    np.testing.assert_allclose(numpy(ys), hs, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(numpy(last), h_last, rtol=1e-5, atol=1e-5)
+    grads = _gradients(lambda p, h, u, bb: [fused.gru_recurrence(p, h, u, bb)],
+                       args, [f32(wy), f32(wh)])
+    for got, want, name in zip(grads, (d_proj, dh, dU, db), ("proj", "h0", "U", "b")):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def _gradients(fn, args, weights):
+    """d/d args of sum(outputs * weights), where ``fn(*args)`` returns ``[(ys, h_last)]``, on the
+    current backend."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        args = [tf.Variable(a) for a in args]
+        with tf.GradientTape() as tape:
+            (ys, last), = fn(*args)
+            loss = tf.reduce_sum(ys * weights[0]) + tf.reduce_sum(last * weights[1])
+        return [g.numpy() for g in tape.gradient(loss, args)]
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        def loss(*a):
+            (ys, last), = fn(*a)
+            return jnp.sum(ys * weights[0]) + jnp.sum(last * weights[1])
+
+        return [np.asarray(g) for g in jax.grad(loss, argnums=tuple(range(len(args))))(*args)]
+    pytest.skip(f"no gradient helper for the {backend} backend")
+
+
 @pytest.mark.slow     # builds the 19-35 M models; experiments/params.py checks them too
 def test_awd_gru_preset_parameter_counts():
     # Keras's GRU (reset_after) holds PyTorch's two biases: the counts are the report's exactly
