@@ -4,6 +4,7 @@ implementation (Keras's cell-by-cell RNN layers): same logits, gradients and dro
 import keras
 import numpy as np
 import pytest
+from conftest import assert_fast_step_equals_keras_rnn
 
 import dualrnn
 from dualrnn import presets
@@ -164,24 +165,6 @@ def test_mixed_precision_keeps_loss_and_state_float32(rng):
     assert np.isfinite(float(loss)) and all(v.dtype == "float32" for v in stream.carry)
 
 
-class OneLayer(keras.Model):
-    """One recurrent layer, run by Keras's RNN or by the fast kernel (for gradient checks)."""
-
-    def __init__(self, make_cell, fast):
-        super().__init__()
-        self.rnn = keras.layers.RNN(make_cell(), return_sequences=True, return_state=True)
-        self.fast = fast
-
-    def call(self, x, training=False):
-        if self.fast:
-            if not self.rnn.built:
-                self.rnn.build(tuple(x.shape))
-            ys, h, c = fused.run_sequence(self.rnn.cell, x, training=training)
-        else:
-            ys, h, c = self.rnn(x, training=training)
-        return ys + keras.ops.expand_dims(h + 0.5 * c, 1)
-
-
 @pytest.mark.parametrize("make_cell", [
     lambda: MogrifierLSTMCell(5, rounds=4, rank=0, mogrifier_dropout=0.2, dropout=0.2,
                               recurrent_dropout=0.3, seed=3),
@@ -191,24 +174,7 @@ class OneLayer(keras.Model):
 def test_run_sequence_gradients_equal_keras_rnn(make_cell, rng):
     x = rng.normal(size=(3, 6, 4)).astype("float32")
     y = rng.normal(size=(3, 6, 5)).astype("float32")
-    models = []
-    for fast in (False, True):
-        keras.utils.set_random_seed(7)
-        m = OneLayer(make_cell, fast)
-        m(x)
-        models.append(m)
-    for a, b in zip(*(m.trainable_weights for m in models)):
-        w = rng.normal(0, 0.4, a.shape).astype("float32")
-        a.assign(w)
-        b.assign(w)
-    before = [numpy(v) for v in models[0].trainable_weights]
-    for m in models:
-        m.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse",
-                  jit_compile=jit_compile_default())
-        m.train_on_batch(x, y)
-    for w0, a, b in zip(before, *(m.trainable_weights for m in models)):
-        np.testing.assert_allclose(w0 - numpy(b), w0 - numpy(a), rtol=1e-4, atol=2e-6,
-                                   err_msg=a.path)
+    assert_fast_step_equals_keras_rnn(make_cell, x, y, rng)
 
 
 def test_token_nll_metric_reuses_the_loss_and_matches_numpy(monkeypatch, rng):
