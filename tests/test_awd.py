@@ -7,7 +7,7 @@ import os
 import keras
 import numpy as np
 import pytest
-from conftest import assert_fast_step_equals_keras_rnn, np_lstm_step
+from conftest import assert_fast_step_equals_keras_rnn, np_lstm_step, np_sigmoid
 
 import dualrnn
 from dualrnn import presets, train
@@ -610,11 +610,11 @@ def test_gru_recurrence_backward_equals_numpy():
     wy, wh = g.normal(size=(T, B, H)), g.normal(size=(B, H))
 
     def forward(proj, h0, U, b):
-        sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
         h, hs, cache = h0, [], []
         for t in range(T):
             a = h @ U + b
-            z, r = sig(proj[t, :, :H] + a[:, :H]), sig(proj[t, :, H:2 * H] + a[:, H:2 * H])
+            z = np_sigmoid(proj[t, :, :H] + a[:, :H])
+            r = np_sigmoid(proj[t, :, H:2 * H] + a[:, H:2 * H])
             n = np.tanh(proj[t, :, 2 * H:] + r * a[:, 2 * H:])
             cache.append((h, a, z, r, n))
             h = z * h + (1 - z) * n
@@ -640,14 +640,13 @@ def test_gru_recurrence_backward_equals_numpy():
     ys, last = fused.gru_recurrence(*args)
     np.testing.assert_allclose(numpy(ys), hs, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(numpy(last), h_last, rtol=1e-5, atol=1e-5)
-    grads = _gradients(lambda p, h, u, bb: [fused.gru_recurrence(p, h, u, bb)],
-                       args, [f32(wy), f32(wh)])
+    grads = _gradients(fused.gru_recurrence, args, [f32(wy), f32(wh)])
     for got, want, name in zip(grads, (d_proj, dh, dU, db), ("proj", "h0", "U", "b")):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def _gradients(fn, args, weights):
-    """d/d args of sum(outputs * weights), where ``fn(*args)`` returns ``[(ys, h_last)]``, on the
+    """d/d args of sum(outputs * weights), where ``fn(*args)`` returns ``(ys, h_last)``, on the
     current backend."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
@@ -655,7 +654,7 @@ def _gradients(fn, args, weights):
 
         args = [tf.Variable(a) for a in args]
         with tf.GradientTape() as tape:
-            (ys, last), = fn(*args)
+            ys, last = fn(*args)
             loss = tf.reduce_sum(ys * weights[0]) + tf.reduce_sum(last * weights[1])
         return [g.numpy() for g in tape.gradient(loss, args)]
     if backend == "jax":
@@ -663,7 +662,7 @@ def _gradients(fn, args, weights):
         import jax.numpy as jnp
 
         def loss(*a):
-            (ys, last), = fn(*a)
+            ys, last = fn(*a)
             return jnp.sum(ys * weights[0]) + jnp.sum(last * weights[1])
 
         return [np.asarray(g) for g in jax.grad(loss, argnums=tuple(range(len(args))))(*args)]
