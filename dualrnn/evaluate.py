@@ -54,6 +54,18 @@ def mean_nll(model, tokens, batch_size=32, seq_len=25, temperature=1.0, verbose=
     return total / count
 
 
+def exp_nll(nll):
+    """Perplexity ``exp(nll)`` of a mean NLL in nats; ``inf`` where it exceeds the float range.
+
+    A diverged model (the AWD-GRU report's GRUs at lr 30 reach 61 nats) can pass 709.78 nats,
+    where ``math.exp`` would raise ``OverflowError`` and end the run that validates it.
+    """
+    try:
+        return math.exp(nll)
+    except OverflowError:
+        return math.inf
+
+
 def perplexity(model, tokens, batch_size=32, seq_len=25, temperature=1.0, verbose=0,
                protocol="carry"):
     """Word-level perplexity ``exp(mean NLL)`` of ``tokens`` under ``model``.
@@ -64,9 +76,10 @@ def perplexity(model, tokens, batch_size=32, seq_len=25, temperature=1.0, verbos
     start), so each token is scored with its whole stream's history and the value does not depend
     on ``seq_len``. Under ``protocol="windows"`` every window starts from the zero state, as
     Keras's non-stateful ``evaluate`` over windows does; then ``seq_len`` matters (Dual sec. 4.2
-    searches it in [5, 70]). Logits are divided by ``temperature``. Dropout is off.
+    searches it in [5, 70]). Logits are divided by ``temperature``. Dropout is off. A mean NLL
+    beyond the float range gives ``inf`` (``exp_nll``).
     """
-    return math.exp(mean_nll(model, tokens, batch_size, seq_len, temperature, verbose, protocol))
+    return exp_nll(mean_nll(model, tokens, batch_size, seq_len, temperature, verbose, protocol))
 
 
 def search(model, tokens, batch_size=32, seq_lens=None, temperatures=None, seq_len_range=(5, 70),

@@ -25,7 +25,7 @@ from keras import ops
 
 from dualrnn.configs import ModelConfig, TrainConfig
 from dualrnn.data import batchify, variable_windows
-from dualrnn.evaluate import check_tokens, perplexity
+from dualrnn.evaluate import check_tokens, exp_nll, perplexity
 from dualrnn.files import write_atomic  # noqa: F401  (re-exported: dualrnn.train.write_atomic)
 from dualrnn.optimizers import make_optimizer
 from dualrnn.streaming import (StreamingLM, VariableWindowSequence, WindowSequence,
@@ -111,7 +111,7 @@ class _Checkpointer(keras.callbacks.Callback):
         raw = swap_in_averages(self.base, self.stream.optimizer) if averaged else None
         valid = perplexity(self.base, self.valid, self.eval_batch_size, self.eval_seq_len)
         seconds = time.time() - self.t0
-        row = {"epoch": epoch + 1, "train_loss": loss, "train_ppl": math.exp(nll),
+        row = {"epoch": epoch + 1, "train_loss": loss, "train_ppl": exp_nll(nll),
                "valid_ppl": valid, "seconds": seconds}
         st = self.state
         if self.schedule is not None:

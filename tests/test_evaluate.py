@@ -1,3 +1,5 @@
+import math
+
 import keras
 import numpy as np
 import pytest
@@ -54,6 +56,17 @@ def test_untrained_model_is_near_uniform(ptb):
     m = dualrnn.build_model(presets.table1("lstm", "ptb", "smoke"), ptb.vocab_size, seed=0)
     ppl = evaluate.perplexity(m, ptb.valid[:5000], batch_size=8, seq_len=25)
     assert 0.9 * ptb.vocab_size < ppl < 1.1 * ptb.vocab_size
+
+
+def test_a_mean_nll_beyond_the_float_range_gives_infinite_perplexity(model, ptb):
+    """exp() of more than 709.78 nats overflows a float: a diverged model's perplexity is inf
+    (as a row and history value), not an OverflowError that would end the run validating it."""
+    tokens = ptb.valid[:401]
+    sharp = dict(batch_size=4, seq_len=25, temperature=1e-3)   # logits x 1000
+    nll = evaluate.mean_nll(model, tokens, **sharp)
+    assert math.isfinite(nll) and nll > 710
+    assert evaluate.perplexity(model, tokens, **sharp) == math.inf
+    assert evaluate.exp_nll(709.0) == math.exp(709.0) and evaluate.exp_nll(-1e9) == 0.0
 
 
 @pytest.mark.parametrize("kwargs,match", [
