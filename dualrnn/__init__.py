@@ -11,7 +11,7 @@ library's registered layers after a plain ``import dualrnn``; otherwise import `
 import importlib
 import sys
 
-__version__ = "0.4.7"
+__version__ = "0.4.8"
 
 _SUBMODULES = ("allocator", "cache", "checks", "cli", "configs", "data", "dyneval", "evaluate",
                "experiment", "files", "layers", "models", "optimizers", "presets", "results",
