@@ -18,8 +18,8 @@
 # one core for the 5-layer AWD-GRU, 5.5 for SCRN scrn_vd_wt). Two lanes keep two runs in flight
 # twice as long as one queue does for the same work (a SCRN 90x10 epoch took 2.0-2.1 times as long
 # on one core as on two), so one at a time loses less. The runs already done are kept, in the
-# order they ran, so that the queue is the record of how their rows were made; they are skipped
-# in a minute or two.
+# order they ran, so that the queue is the record of how their rows were made; each is skipped in
+# about 10 s (the seven in 34 s on 2026-12-07).
 # The AWD-GRU rows run on JAX (`--backend jax`, since 2026-12-06; README, "The CPU queue").
 set -uo pipefail
 cd "$(dirname "$0")/.."
