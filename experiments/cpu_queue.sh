@@ -62,8 +62,8 @@ run() {   # LOG ARGS...: one run on both cores; the queue goes on if it fails
     "$PY" "$@" >> "$LOGS/$log" 2>&1 || echo "$(date -u +%FT%TZ) exit $?: $*"
 }
 # done (their rows are committed): the Table 1 `small` pair (issue 11); SCRN Table 2 at full
-# scale, Table 7 `small` (issue 12); AWD-LSTM `small` and the AWD-GRU report's `lstm` and `gru`
-# (issue 13)
+# scale, Table 7 `small` (issue 12); AWD-LSTM `small` and the AWD-GRU report's `lstm`, `gru` and
+# `gru_5` (issue 13)
 run table1_small.log experiments/table1.py --dataset ptb --scale small \
     --models lstm,dual_lstm --backend jax "${R[@]}"
 run scrn_cpu.log experiments/scrn.py --table 2 --scale full --models 100x40 \
@@ -77,10 +77,10 @@ run scrn_t7b.log experiments/scrn.py --table 7 --scale small --models 0.85,0.88,
     --backend jax "${R[@]}"
 run awd_gru_small_b.log experiments/awd_gru_bilstm.py --dataset ptb --scale small \
     --models lstm,gru --backend jax "${R[@]}"
-# to do: the report's 5-layer GRU (issue 13; 4 + 4 epochs, about 4.5 hours), then SCRN Table 4's
-# PTB small models at the paper's full scale (50 epochs for VD, 60 for ND; several hours each)
 run awd_gru_small.log experiments/awd_gru_bilstm.py --dataset ptb --scale small \
     --models gru_5 --backend jax "${R[@]}"
+# to do: SCRN Table 4's PTB small models at the paper's full scale (50 epochs for VD, 60 for ND;
+# several hours each)
 run scrn_t4_full.log experiments/scrn.py --table 4 --dataset ptb --size small --scale full \
     --models scrn_vd_wt,scrn_nd_wt,lstm_vd_wt,scrn_nd,scrn_vd --backend jax "${R[@]}"
 echo "$(date -u +%FT%TZ) queue: done"
